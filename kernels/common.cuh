@@ -1,0 +1,69 @@
+// Device helpers shared by vlk's kernels (nvcc and the CPU emulator alike):
+// f32 <-> f16/bf16 load/store, warp and block reductions. Include this first
+// in every kernels/*.cu: under nvcc it brings in the CUDA fp16/bf16 headers and
+// makes VLK_EXPORT a no-op (the emulator's cuda_emu.h defines both itself).
+#pragma once
+#ifndef VLK_EMU
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#define VLK_EXPORT(name)
+#endif
+
+namespace vlk {
+
+constexpr unsigned kFullMask = 0xffffffffu;
+
+// ---- dtype conversion: compute in f32, store in the tensor's dtype ----------
+__device__ __forceinline__ float to_float(float v) { return v; }
+__device__ __forceinline__ float to_float(__half v) { return __half2float(v); }
+__device__ __forceinline__ float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
+
+template <class T> __device__ __forceinline__ T from_float(float v);
+template <> __device__ __forceinline__ float from_float<float>(float v) { return v; }
+template <> __device__ __forceinline__ __half from_float<__half>(float v) { return __float2half_rn(v); }
+template <> __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) {
+  return __float2bfloat16_rn(v);
+}
+
+template <class T> __device__ __forceinline__ float load_float(const T* p, long long i) {
+  return to_float(p[i]);
+}
+template <class T> __device__ __forceinline__ void store_float(T* p, long long i, float v) {
+  p[i] = from_float<T>(v);
+}
+
+// ---- reductions ---------------------------------------------------------------
+struct SumOp {
+  __device__ __forceinline__ float operator()(float a, float b) const { return a + b; }
+};
+struct MaxOp {
+  __device__ __forceinline__ float operator()(float a, float b) const { return fmaxf(a, b); }
+};
+
+// Butterfly reduction over the full warp: every lane gets the result.
+template <class Op> __device__ __forceinline__ float warp_reduce(float v, Op op) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = op(v, __shfl_xor_sync(kFullMask, v, o));
+  return v;
+}
+__device__ __forceinline__ float warp_sum(float v) { return warp_reduce(v, SumOp()); }
+__device__ __forceinline__ float warp_max(float v) { return warp_reduce(v, MaxOp()); }
+
+// Reduction over a 1-D block whose size is a multiple of 32 (at most 1024);
+// every thread gets the result. All threads of the block must call it (it has
+// two __syncthreads(); the second lets the scratch be reused right away).
+template <class Op> __device__ __forceinline__ float block_reduce(float v, Op op, float identity) {
+  __shared__ float partial[32];
+  const unsigned lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  v = warp_reduce(v, op);
+  if (lane == 0) partial[warp] = v;
+  __syncthreads();
+  v = lane < (blockDim.x >> 5) ? partial[lane] : identity;
+  v = warp_reduce(v, op);  // every warp reduces the partials: no broadcast step
+  __syncthreads();
+  return v;
+}
+__device__ __forceinline__ float block_sum(float v) { return block_reduce(v, SumOp(), 0.0f); }
+__device__ __forceinline__ float block_max(float v) { return block_reduce(v, MaxOp(), -INFINITY); }
+
+}  // namespace vlk

@@ -1,0 +1,71 @@
+//! Strided copies (making views contiguous, writing into views) and dtype casts.
+
+use super::{map_storage, CpuStorage};
+use crate::{DType, Error, Layout, Result};
+use half::{bf16, f16};
+
+fn gather_vec<T: Copy>(v: &[T], layout: &Layout) -> Vec<T> {
+    if let Some((start, end)) = layout.contiguous_range() {
+        return v[start..end].to_vec();
+    }
+    let (outer, block) = layout.blocks();
+    let mut out = Vec::with_capacity(layout.elem_count());
+    if block == 1 {
+        out.extend(layout.offsets().map(|o| v[o]));
+    } else {
+        for o in outer {
+            out.extend_from_slice(&v[o..o + block]);
+        }
+    }
+    out
+}
+
+fn scatter_vec<T: Copy>(src: &[T], src_layout: &Layout, dst: &mut [T], dst_layout: &Layout) {
+    if let (Some((s0, s1)), Some((d0, _))) = (src_layout.contiguous_range(), dst_layout.contiguous_range()) {
+        dst[d0..d0 + (s1 - s0)].copy_from_slice(&src[s0..s1]);
+        return;
+    }
+    for (s, d) in src_layout.offsets().zip(dst_layout.offsets()) {
+        dst[d] = src[s];
+    }
+}
+
+impl CpuStorage {
+    /// The elements a view selects, as a new contiguous storage.
+    pub fn gather(&self, layout: &Layout) -> CpuStorage {
+        map_storage!(self, v => gather_vec(v, layout))
+    }
+}
+
+pub fn scatter(src: &CpuStorage, src_layout: &Layout, dst: &mut CpuStorage, dst_layout: &Layout) -> Result<()> {
+    if src_layout.shape() != dst_layout.shape() {
+        return Err(Error::shape("copy_into", format!("source {:?} vs destination {:?}", src_layout.shape(), dst_layout.shape())));
+    }
+    match (src, dst) {
+        (CpuStorage::F32(s), CpuStorage::F32(d)) => scatter_vec(s, src_layout, d, dst_layout),
+        (CpuStorage::F64(s), CpuStorage::F64(d)) => scatter_vec(s, src_layout, d, dst_layout),
+        (CpuStorage::F16(s), CpuStorage::F16(d)) => scatter_vec(s, src_layout, d, dst_layout),
+        (CpuStorage::BF16(s), CpuStorage::BF16(d)) => scatter_vec(s, src_layout, d, dst_layout),
+        (CpuStorage::I64(s), CpuStorage::I64(d)) => scatter_vec(s, src_layout, d, dst_layout),
+        (CpuStorage::U32(s), CpuStorage::U32(d)) => scatter_vec(s, src_layout, d, dst_layout),
+        (s, d) => return Err(Error::dtype("copy_into", format!("source is {}, destination {}", s.dtype(), d.dtype()))),
+    }
+    Ok(())
+}
+
+/// Converts a contiguous storage to `dtype` (floats round to nearest even; float to integer
+/// truncates toward zero, as `as` does).
+pub fn cast(src: &CpuStorage, dtype: DType) -> CpuStorage {
+    if src.dtype() == dtype {
+        return src.clone();
+    }
+    match (src, dtype) {
+        (CpuStorage::F32(v), DType::F16) => CpuStorage::F16(v.iter().map(|&x| f16::from_f32(x)).collect()),
+        (CpuStorage::F32(v), DType::BF16) => CpuStorage::BF16(v.iter().map(|&x| bf16::from_f32(x)).collect()),
+        (CpuStorage::F16(v), DType::F32) => CpuStorage::F32(v.iter().map(|x| x.to_f32()).collect()),
+        (CpuStorage::BF16(v), DType::F32) => CpuStorage::F32(v.iter().map(|x| x.to_f32()).collect()),
+        (CpuStorage::I64(v), DType::U32) => CpuStorage::U32(v.iter().map(|&x| x as u32).collect()),
+        (CpuStorage::U32(v), DType::I64) => CpuStorage::I64(v.iter().map(|&x| x as i64).collect()),
+        (src, dtype) => CpuStorage::from_f64(&src.to_f64_vec(), dtype),
+    }
+}

@@ -1,0 +1,223 @@
+//! The float element types the CPU backend computes in (f32, and f64 for gradient checks), and
+//! borrowing helpers that hand kernels contiguous slices: F16/BF16 are widened to f32 on the way
+//! in and narrowed on the way out.
+
+use super::CpuStorage;
+use crate::{DType, Error, Layout, Result};
+use half::{bf16, f16};
+use std::borrow::Cow;
+
+pub trait Float:
+    Copy
+    + Send
+    + Sync
+    + Default
+    + PartialOrd
+    + std::fmt::Debug
+    + std::ops::Add<Output = Self>
+    + std::ops::Sub<Output = Self>
+    + std::ops::Mul<Output = Self>
+    + std::ops::Div<Output = Self>
+    + std::ops::Neg<Output = Self>
+    + std::ops::AddAssign
+    + std::ops::MulAssign
+    + std::iter::Sum
+    + 'static
+{
+    const ZERO: Self;
+    const ONE: Self;
+    const NEG_INFINITY: Self;
+    fn from_f64(v: f64) -> Self;
+    fn to_f64(self) -> f64;
+    fn exp(self) -> Self;
+    fn ln(self) -> Self;
+    fn sqrt(self) -> Self;
+    fn tanh(self) -> Self;
+    fn abs(self) -> Self;
+    fn powf(self, e: Self) -> Self;
+    fn erf(self) -> Self;
+    fn max(self, o: Self) -> Self;
+    fn min(self, o: Self) -> Self;
+    /// self * a + b as one hardware FMA: only call where the `fma` target feature is enabled.
+    fn fma(self, a: Self, b: Self) -> Self;
+}
+
+macro_rules! float_impl {
+    ($t:ty, $erf:path) => {
+        impl Float for $t {
+            const ZERO: Self = 0.0;
+            const ONE: Self = 1.0;
+            const NEG_INFINITY: Self = <$t>::NEG_INFINITY;
+            #[inline(always)]
+            fn from_f64(v: f64) -> Self {
+                v as $t
+            }
+            #[inline(always)]
+            fn to_f64(self) -> f64 {
+                self as f64
+            }
+            #[inline(always)]
+            fn exp(self) -> Self {
+                <$t>::exp(self)
+            }
+            #[inline(always)]
+            fn ln(self) -> Self {
+                <$t>::ln(self)
+            }
+            #[inline(always)]
+            fn sqrt(self) -> Self {
+                <$t>::sqrt(self)
+            }
+            #[inline(always)]
+            fn tanh(self) -> Self {
+                <$t>::tanh(self)
+            }
+            #[inline(always)]
+            fn abs(self) -> Self {
+                <$t>::abs(self)
+            }
+            #[inline(always)]
+            fn powf(self, e: Self) -> Self {
+                <$t>::powf(self, e)
+            }
+            #[inline(always)]
+            fn erf(self) -> Self {
+                $erf(self)
+            }
+            #[inline(always)]
+            fn max(self, o: Self) -> Self {
+                <$t>::max(self, o)
+            }
+            #[inline(always)]
+            fn min(self, o: Self) -> Self {
+                <$t>::min(self, o)
+            }
+            #[inline(always)]
+            fn fma(self, a: Self, b: Self) -> Self {
+                <$t>::mul_add(self, a, b)
+            }
+        }
+    };
+}
+
+float_impl!(f32, erf_f32);
+float_impl!(f64, erf_f64);
+
+/// erf in f32: Abramowitz & Stegun 7.1.26 evaluated in f64 (absolute error below 1.5e-7, the
+/// size of an f32 ulp near 1).
+pub fn erf_f32(x: f32) -> f32 {
+    let x = x as f64;
+    let t = 1.0 / (1.0 + 0.327_591_1 * x.abs());
+    let poly = t * (0.254_829_592 + t * (-0.284_496_736 + t * (1.421_413_741 + t * (-1.453_152_027 + t * 1.061_405_429))));
+    let y = 1.0 - poly * (-x * x).exp();
+    (if x < 0.0 { -y } else { y }) as f32
+}
+
+/// erf in f64 to full precision: the Maclaurin series below |x| = 2.5, the continued fraction of
+/// erfc (evaluated bottom-up) above.
+pub fn erf_f64(x: f64) -> f64 {
+    let a = x.abs();
+    let y = if a < 2.5 {
+        let (x2, mut term, mut sum) = (a * a, a, a);
+        let mut n = 0.0;
+        loop {
+            n += 1.0;
+            term *= -x2 / n;
+            let add = term / (2.0 * n + 1.0);
+            sum += add;
+            if add.abs() < 1e-17 * sum.abs() {
+                break;
+            }
+        }
+        sum * 2.0 / std::f64::consts::PI.sqrt()
+    } else if a < 27.0 {
+        let mut frac = a;
+        for k in (1..80).rev() {
+            frac = a + (k as f64 / 2.0) / frac;
+        }
+        1.0 - (-a * a).exp() / (std::f64::consts::PI.sqrt() * frac)
+    } else {
+        1.0
+    };
+    if x < 0.0 {
+        -y
+    } else {
+        y
+    }
+}
+
+/// Contiguous float data of a view: borrowed when it already is contiguous f32/f64.
+pub enum FloatData<'a> {
+    F32(Cow<'a, [f32]>),
+    F64(Cow<'a, [f64]>),
+}
+
+/// The result of a float kernel, before narrowing to the output dtype.
+pub enum FloatOut {
+    F32(Vec<f32>),
+    F64(Vec<f64>),
+}
+
+impl FloatOut {
+    pub fn into_storage(self, dtype: DType) -> CpuStorage {
+        match (self, dtype) {
+            (FloatOut::F64(v), _) => CpuStorage::F64(v),
+            (FloatOut::F32(v), DType::F16) => CpuStorage::F16(v.iter().map(|&x| f16::from_f32(x)).collect()),
+            (FloatOut::F32(v), DType::BF16) => CpuStorage::BF16(v.iter().map(|&x| bf16::from_f32(x)).collect()),
+            (FloatOut::F32(v), _) => CpuStorage::F32(v),
+        }
+    }
+}
+
+pub fn float_data<'a>(s: &'a CpuStorage, layout: &Layout, op: &'static str) -> Result<FloatData<'a>> {
+    if let Some((start, end)) = layout.contiguous_range() {
+        match s {
+            CpuStorage::F32(v) => return Ok(FloatData::F32(Cow::Borrowed(&v[start..end]))),
+            CpuStorage::F64(v) => return Ok(FloatData::F64(Cow::Borrowed(&v[start..end]))),
+            _ => {}
+        }
+    }
+    Ok(match s.gather(layout) {
+        CpuStorage::F32(v) => FloatData::F32(Cow::Owned(v)),
+        CpuStorage::F64(v) => FloatData::F64(Cow::Owned(v)),
+        CpuStorage::F16(v) => FloatData::F32(Cow::Owned(v.iter().map(|x| x.to_f32()).collect())),
+        CpuStorage::BF16(v) => FloatData::F32(Cow::Owned(v.iter().map(|x| x.to_f32()).collect())),
+        other => return Err(Error::dtype(op, format!("expected a float tensor, got {}", other.dtype()))),
+    })
+}
+
+/// Runs a generic float kernel on one operand: `with_float!(data, x => expr)`, where `expr` may
+/// use `x: &[T]` for T = f32 or f64, and yields `Vec<T>`.
+#[macro_export]
+macro_rules! with_float {
+    ($data:expr, $x:ident => $body:expr) => {
+        match $data {
+            $crate::backend::cpu::float::FloatData::F32($x) => {
+                let $x: &[f32] = &$x;
+                $crate::backend::cpu::float::FloatOut::F32($body)
+            }
+            $crate::backend::cpu::float::FloatData::F64($x) => {
+                let $x: &[f64] = &$x;
+                $crate::backend::cpu::float::FloatOut::F64($body)
+            }
+        }
+    };
+}
+
+/// Two operands of one float type: `with_float2!(op, a, b, (x, y) => expr)`.
+#[macro_export]
+macro_rules! with_float2 {
+    ($op:expr, $a:expr, $b:expr, ($x:ident, $y:ident) => $body:expr) => {
+        match ($a, $b) {
+            ($crate::backend::cpu::float::FloatData::F32($x), $crate::backend::cpu::float::FloatData::F32($y)) => {
+                let ($x, $y): (&[f32], &[f32]) = (&$x, &$y);
+                $crate::backend::cpu::float::FloatOut::F32($body)
+            }
+            ($crate::backend::cpu::float::FloatData::F64($x), $crate::backend::cpu::float::FloatData::F64($y)) => {
+                let ($x, $y): (&[f64], &[f64]) = (&$x, &$y);
+                $crate::backend::cpu::float::FloatOut::F64($body)
+            }
+            _ => return Err($crate::Error::dtype($op, "operands have different dtypes")),
+        }
+    };
+}

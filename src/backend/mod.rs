@@ -1,0 +1,227 @@
+//! The backend interface. A backend owns device memory (`BackendStorage`) and runs the primitive
+//! ops on it; the tensor and autograd layers only ever talk to these two traits, so a new device
+//! plugs in by implementing them and adding an arm to [`for_device`].
+//!
+//! Conventions for every op: inputs come with their `Layout` (any strides unless the op says
+//! otherwise); outputs are new contiguous storages of the op's output shape; all float operands of
+//! one op share a dtype; F16/BF16 are computed with f32 accumulation.
+
+pub mod cpu;
+
+use crate::{DType, Device, Error, Layout, Result};
+use std::any::Any;
+
+pub use cpu::CpuStorage;
+
+pub type Storage = Box<dyn BackendStorage>;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum UnaryOp {
+    Neg,
+    Exp,
+    Log,
+    Sqrt,
+    Rsqrt,
+    Tanh,
+    Sigmoid,
+    Relu,
+    Abs,
+    Sqr,
+    Recip,
+    /// GELU, erf form: x * Phi(x).
+    Gelu,
+    /// GELU, tanh approximation (`gelu_new` / `gelu_pytorch_tanh`).
+    GeluTanh,
+    /// x * sigmoid(1.702 x), OpenAI CLIP's activation.
+    QuickGelu,
+    /// x * sigmoid(x).
+    Silu,
+    /// x * mul + add.
+    Affine { mul: f64, add: f64 },
+    /// x ^ e.
+    Powf(f64),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BinaryOp {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Maximum,
+    Minimum,
+}
+
+/// Comparisons produce 1 or 0 in the dtype of the operands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CmpOp {
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReduceOp {
+    Sum,
+    Max,
+    Min,
+}
+
+/// Scaled-dot-product attention parameters. q: [B, H, Sq, D], k and v: [B, H, Sk, D] with the
+/// last dim contiguous. Causal masking aligns the ends of the two sequences: query i sees key j
+/// when j <= i + (Sk - Sq), which is what decoding with a KV cache needs. The key-padding mask
+/// ([B, Sk], u32, nonzero = a real key) hides padded keys. A query row that sees no key outputs 0.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AttentionParams {
+    pub scale: f64,
+    pub causal: bool,
+}
+
+/// One AdamW update; `step` counts from 1 (bias correction). `lr` already includes any schedule.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdamWStep {
+    pub lr: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+    pub step: u64,
+    /// Gradients are multiplied by this first (global-norm clipping folds in here).
+    pub grad_scale: f64,
+}
+
+/// A creator of storages on one device.
+pub trait Backend: Send + Sync {
+    fn device(&self) -> Device;
+    fn zeros(&self, len: usize, dtype: DType) -> Result<Storage>;
+    fn from_cpu(&self, data: CpuStorage) -> Result<Storage>;
+    /// Waits for all queued work (no-op on synchronous backends).
+    fn synchronize(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Memory on one device and the primitive ops over it.
+pub trait BackendStorage: Send + Sync + std::fmt::Debug {
+    fn as_any(&self) -> &dyn Any;
+    fn as_any_mut(&mut self) -> &mut dyn Any;
+    fn device(&self) -> Device;
+    fn dtype(&self) -> DType;
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Copies the elements that `layout` selects to host memory, in row-major order.
+    fn to_cpu(&self, layout: &Layout) -> Result<CpuStorage>;
+    /// Contiguous copy of a strided view.
+    fn copy_strided(&self, layout: &Layout) -> Result<Storage>;
+    /// Writes the view `src_layout` of self into the view `dst_layout` of `dst` (same shape).
+    fn copy_into(&self, src_layout: &Layout, dst: &mut dyn BackendStorage, dst_layout: &Layout) -> Result<()>;
+    fn cast(&self, layout: &Layout, dtype: DType) -> Result<Storage>;
+
+    fn unary(&self, layout: &Layout, op: UnaryOp) -> Result<Storage>;
+    /// dL/dx of a unary op given x (self) and dL/dy.
+    fn unary_backward(&self, layout: &Layout, grad: &dyn BackendStorage, grad_layout: &Layout, op: UnaryOp) -> Result<Storage>;
+    /// Both layouts already broadcast to the output shape.
+    fn binary(&self, layout: &Layout, rhs: &dyn BackendStorage, rhs_layout: &Layout, op: BinaryOp) -> Result<Storage>;
+    fn cmp(&self, layout: &Layout, rhs: &dyn BackendStorage, rhs_layout: &Layout, op: CmpOp) -> Result<Storage>;
+    /// `cond ? on_true : on_false` elementwise; all three layouts have the output shape; cond is
+    /// any dtype (nonzero = true).
+    fn where_cond(&self, layout: &Layout, on_true: (&dyn BackendStorage, &Layout), on_false: (&dyn BackendStorage, &Layout)) -> Result<Storage>;
+    /// Reduces `axis`, which stays in the output with size 1.
+    fn reduce(&self, layout: &Layout, op: ReduceOp, axis: usize) -> Result<Storage>;
+
+    /// [batch.., m, k] x [batch.., k, n] with identical batch dims (broadcast done by the caller,
+    /// so batch strides may be 0). Any strides.
+    fn matmul(&self, layout: &Layout, rhs: &dyn BackendStorage, rhs_layout: &Layout) -> Result<Storage>;
+
+    /// Softmax (or log-softmax) over the last dim.
+    fn softmax(&self, layout: &Layout, log: bool) -> Result<Storage>;
+    /// dL/dx from the forward's contiguous output y (self) and dL/dy.
+    fn softmax_backward(&self, y_layout: &Layout, grad: &dyn BackendStorage, grad_layout: &Layout, log: bool) -> Result<Storage>;
+
+    /// Layer norm over the last dim of size C; gamma and beta are contiguous [C]. Returns
+    /// (y, mean, rstd) with mean and rstd [rows] in the compute dtype (f64 for f64, else f32).
+    fn layer_norm(&self, layout: &Layout, gamma: &dyn BackendStorage, beta: &dyn BackendStorage, eps: f64) -> Result<(Storage, Storage, Storage)>;
+    /// Returns (dx, dgamma, dbeta); self is x.
+    fn layer_norm_backward(
+        &self,
+        layout: &Layout,
+        gamma: &dyn BackendStorage,
+        mean: &dyn BackendStorage,
+        rstd: &dyn BackendStorage,
+        grad: &dyn BackendStorage,
+        grad_layout: &Layout,
+    ) -> Result<(Storage, Storage, Storage)>;
+
+    /// Fused softmax cross-entropy over the last dim of [rows, classes] logits (self) with u32/i64
+    /// targets [rows]. Returns (loss per row, logsumexp per row in the compute dtype); rows whose
+    /// target equals `ignore_index` get loss 0.
+    fn softmax_xent(&self, layout: &Layout, targets: &dyn BackendStorage, targets_layout: &Layout, ignore_index: i64) -> Result<(Storage, Storage)>;
+    /// dlogits = (softmax - onehot) * dloss[row], recomputed from the saved logsumexp.
+    fn softmax_xent_backward(
+        &self,
+        layout: &Layout,
+        targets: &dyn BackendStorage,
+        targets_layout: &Layout,
+        lse: &dyn BackendStorage,
+        grad: &dyn BackendStorage,
+        grad_layout: &Layout,
+        ignore_index: i64,
+    ) -> Result<Storage>;
+
+    /// Fused attention; self is q. Returns (out [B,H,Sq,D], logsumexp [B,H,Sq] in the compute dtype).
+    fn attention(
+        &self,
+        q_layout: &Layout,
+        k: (&dyn BackendStorage, &Layout),
+        v: (&dyn BackendStorage, &Layout),
+        key_mask: Option<(&dyn BackendStorage, &Layout)>,
+        params: AttentionParams,
+    ) -> Result<(Storage, Storage)>;
+    /// Returns (dq, dk, dv) recomputing probabilities tile by tile from the saved logsumexp.
+    #[allow(clippy::too_many_arguments)]
+    fn attention_backward(
+        &self,
+        q_layout: &Layout,
+        k: (&dyn BackendStorage, &Layout),
+        v: (&dyn BackendStorage, &Layout),
+        key_mask: Option<(&dyn BackendStorage, &Layout)>,
+        out: (&dyn BackendStorage, &Layout),
+        lse: &dyn BackendStorage,
+        grad: (&dyn BackendStorage, &Layout),
+        params: AttentionParams,
+    ) -> Result<(Storage, Storage, Storage)>;
+
+    /// Gathers slices of self along `dim` at integer `ids` (any shape); the output shape is
+    /// self's shape with `dim` replaced by the ids' shape.
+    fn index_select(&self, layout: &Layout, ids: &dyn BackendStorage, ids_layout: &Layout, dim: usize) -> Result<Storage>;
+    /// The adjoint of index_select: a zero tensor of `dim_size` along `dim` into which the slices
+    /// of self (the gathered gradient) are added at `ids`.
+    fn index_add(&self, layout: &Layout, ids: &dyn BackendStorage, ids_layout: &Layout, dim: usize, dim_size: usize) -> Result<Storage>;
+
+    /// In-place AdamW on a contiguous parameter (self) with its moments.
+    fn adamw_step(&mut self, grad: &dyn BackendStorage, grad_layout: &Layout, m: &mut dyn BackendStorage, v: &mut dyn BackendStorage, step: &AdamWStep) -> Result<()>;
+}
+
+/// The backend that owns memory on `device`.
+pub fn for_device(device: Device) -> Result<&'static dyn Backend> {
+    match device {
+        Device::Cpu => Ok(&cpu::CpuBackend),
+        other => Err(Error::device("backend", format!("{other:?} is not available in this build"))),
+    }
+}
+
+/// Downcasts an operand to the backend's own storage type, with an error naming the op.
+pub fn expect_storage<'a, S: 'static>(s: &'a dyn BackendStorage, op: &'static str) -> Result<&'a S> {
+    s.as_any().downcast_ref::<S>().ok_or_else(|| Error::device(op, format!("operand lives on {:?}", s.device())))
+}
+
+pub fn expect_storage_mut<'a, S: 'static>(s: &'a mut dyn BackendStorage, op: &'static str) -> Result<&'a mut S> {
+    let device = s.device();
+    s.as_any_mut().downcast_mut::<S>().ok_or_else(|| Error::device(op, format!("operand lives on {device:?}")))
+}

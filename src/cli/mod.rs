@@ -1,0 +1,3 @@
+//! Subcommands of the `vlk` binary, one file each.
+
+pub mod demo;
