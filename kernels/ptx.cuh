@@ -1,8 +1,7 @@
 // The one header of inline PTX in vlk: tensor-core mma.sync, ldmatrix and
 // cp.async as small device functions. Under VLK_EMU each has a CPU twin with
-// the same documented semantics (fragment layouts: shared/KERNEL-NOTES.md):
-// mma and ldmatrix are warp collectives, cp.async is deferred until the
-// cp.async.wait that covers it.
+// the same documented semantics: mma and ldmatrix are warp collectives,
+// cp.async is deferred until the cp.async.wait that covers it.
 #pragma once
 #include <stdint.h>
 
@@ -41,8 +40,11 @@ __device__ __forceinline__ unsigned smem_addr(const void* p) {
 #endif
 
 // ---- mma.sync m16n8k16, f32 accumulate: d = a * b + c (d may alias c) -------
-// a: 4 regs (8 x 16-bit) of the 16x16 row-major A tile, b: 2 regs of the 16x8
-// column-major B tile, c/d: 4 floats of the 16x8 C tile (layouts: KERNEL-NOTES).
+// Fragments of lane l (g = l / 4, t = l % 4; each 32-bit register holds two
+// 16-bit elements, the lower-numbered one in the low half), per the PTX ISA:
+//   A 16x16 (row): element i = 0..7 is A[g + 8*((i/2)%2)][2t + i%2 + 8*(i>=4)], in a[i/2]
+//   B 16x8 (col):  element i = 0..3 is B[k = 2t + i%2 + 8*(i>=2)][n = g],      in b[i/2]
+//   C, D 16x8 f32: c[i], d[i] (i = 0..3) are C[g + 8*(i>=2)][2t + i%2]
 __device__ __forceinline__ void mma_m16n8k16_bf16(float* d, const uint32_t* a, const uint32_t* b,
                                                   const float* c VLK_PTX_SITE) {
 #ifdef VLK_EMU
@@ -77,7 +79,7 @@ __device__ __forceinline__ void mma_m16n8k16_f16(float* d, const uint32_t* a, co
 #ifdef VLK_EMU
 #define VLK_LDMATRIX(NAME, N, TRANS, ASM_OUT, ...)                                      \
   __device__ __forceinline__ void NAME(uint32_t* r, const void* row VLK_PTX_SITE) {     \
-    emu::ldmatrix(TRANS, N, r, row, vlk_file, vlk_line);                                \
+    emu::ldmatrix(sizeof(TRANS) > 1, N, r, row, vlk_file, vlk_line);                    \
   }
 #else
 #define VLK_LDMATRIX(NAME, N, TRANS, ASM_OUT, ...)                                      \

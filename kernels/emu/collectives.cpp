@@ -1,6 +1,6 @@
 // What warp collectives compute once every lane of the mask has arrived:
 // shuffles and votes (PTX shfl.sync / vote.sync semantics), mma.sync m16n8k16
-// and ldmatrix (fragment layouts as in the PTX ISA; see KERNEL-NOTES.md).
+// and ldmatrix (fragment layouts as in the PTX ISA; summarised in ptx.cuh).
 #include <cstdio>
 #include <cstring>
 

@@ -12,8 +12,9 @@
 //         failed (divergent barrier, collective mismatch, bad memory access, ...);
 //         2 = invalid launch configuration. On failure err receives a
 //         NUL-terminated message naming the kernel, block (x,y,z) and thread.
-//   void* vlk_emu_alloc(size_t bytes);   emulated device memory, 256-byte aligned,
-//                                        filled with 0xFF bytes (NaN as f32/f16/bf16).
+//   void* vlk_emu_alloc(size_t bytes);   emulated device memory, 256-byte aligned (16
+//                                        when checked), filled with 0xFF bytes (NaN
+//                                        as f32/f16/bf16); NULL when out of memory.
 //   void  vlk_emu_free(void* p);
 //   void  vlk_emu_set_check(int on);     checked allocations from now on (also
 //                                        env VLK_EMU_CHECK=1): the buffer's end
@@ -21,8 +22,10 @@
 //                                        PROT_NONE page, so out-of-bounds accesses
 //                                        fail the launch with a message.
 //
-// Environment: VLK_EMU_THREADS (worker threads, default: hardware concurrency),
-// VLK_EMU_STACK_KB (fiber stack size, default 128), VLK_EMU_CHECK.
+// Environment: VLK_EMU_THREADS (worker threads, default: hardware concurrency, <= 16),
+// VLK_EMU_STACK_KB (fiber stack size, default 128), VLK_EMU_CHECK,
+// VLK_EMU_REVERSE=1 (threads of a block run in descending order: exposes other
+// missing barriers than the default ascending order).
 // The rules kernels must follow are in kernels/emu/README.md.
 #pragma once
 #include <cmath>
@@ -41,7 +44,6 @@
 #define __host__
 #define __constant__
 #define __forceinline__ inline __attribute__((always_inline))
-#define __noinline__ __attribute__((noinline))
 #define __launch_bounds__(...)
 #define __align__(n) __attribute__((aligned(n)))
 // One OS thread runs one block at a time, so thread-local storage is block
@@ -98,15 +100,16 @@ inline int __popc(unsigned x) { return __builtin_popcount(x); }
 inline int __popcll(unsigned long long x) { return __builtin_popcountll(x); }
 inline int __clz(int x) { return x ? __builtin_clz(unsigned(x)) : 32; }
 inline int __ffs(int x) { return __builtin_ffs(x); }
-// CUDA's global min/max overloads (same-type arguments).
-#define VLK_EMU_MINMAX(T)                                  \
-  inline T min(T a, T b) { return b < a ? b : a; }         \
-  inline T max(T a, T b) { return a < b ? b : a; }
-VLK_EMU_MINMAX(int)
-VLK_EMU_MINMAX(unsigned)
-VLK_EMU_MINMAX(long long)
-VLK_EMU_MINMAX(unsigned long long)
-#undef VLK_EMU_MINMAX
+// CUDA's global min/max: floating point as fminf/fmaxf (NaN-ignoring), other
+// argument pairs in their common type (min(int, unsigned) is unsigned).
+template <class A, class B> inline std::common_type_t<A, B> min(A a, B b) {
+  using T = std::common_type_t<A, B>;
+  return T(b) < T(a) ? T(b) : T(a);
+}
+template <class A, class B> inline std::common_type_t<A, B> max(A a, B b) {
+  using T = std::common_type_t<A, B>;
+  return T(a) < T(b) ? T(b) : T(a);
+}
 inline float min(float a, float b) { return fminf(a, b); }
 inline float max(float a, float b) { return fmaxf(a, b); }
 inline double min(double a, double b) { return fmin(a, b); }
@@ -114,11 +117,19 @@ inline double max(double a, double b) { return fmax(a, b); }
 template <class T> inline T __ldg(const T* p) { return *p; }
 
 // ---- Synchronisation -------------------------------------------------------
-// The call site (file, line, column) identifies the barrier: threads waiting at
+// The call site (file, line) identifies the barrier: threads waiting at
 // different __syncthreads() calls are a divergence error.
-inline void __syncthreads(const char* file = __builtin_FILE(), int line = __builtin_LINE(),
-                          int col = __builtin_COLUMN()) {
-  ::vlk_emu::syncthreads(file, line, col);
+inline void __syncthreads(const char* file = __builtin_FILE(), int line = __builtin_LINE()) {
+  ::vlk_emu::syncthreads(file, line, 0);
+}
+inline int __syncthreads_count(int p, const char* file = __builtin_FILE(), int line = __builtin_LINE()) {
+  return ::vlk_emu::syncthreads(file, line, p);
+}
+inline int __syncthreads_and(int p, const char* file = __builtin_FILE(), int line = __builtin_LINE()) {
+  return ::vlk_emu::syncthreads(file, line, !p) == 0;
+}
+inline int __syncthreads_or(int p, const char* file = __builtin_FILE(), int line = __builtin_LINE()) {
+  return ::vlk_emu::syncthreads(file, line, p) != 0;
 }
 inline void __threadfence() { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
 inline void __threadfence_block() { __atomic_signal_fence(__ATOMIC_SEQ_CST); }

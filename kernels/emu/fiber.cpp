@@ -21,15 +21,10 @@ Stack stack_alloc(size_t size) {
   void* m = mmap(nullptr, size + page, PROT_READ | PROT_WRITE,
                  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (m == MAP_FAILED || mprotect(m, page, PROT_NONE) != 0) {
-    std::perror("vlk_emu: fiber stack mmap");
+    std::perror("vlk_emu: fiber stack mmap (fewer VLK_EMU_THREADS or a smaller VLK_EMU_STACK_KB may help)");
     std::abort();
   }
   return Stack{static_cast<char*>(m), size};
-}
-
-void stack_free(Stack& s) {
-  if (s.base) munmap(s.base, s.size + page_size());
-  s = Stack{};
 }
 
 bool Stack::contains_guard(const void* p) const {
@@ -37,10 +32,16 @@ bool Stack::contains_guard(const void* p) const {
   return base && c >= base && c < base + page_size();
 }
 
-#if defined(__x86_64__)
+// Top of the usable stack, moved down by a per-fiber multiple of 64 bytes.
+static char* stack_top(const Stack& stack, unsigned color) {
+  return stack.base + page_size() + stack.size - (color * 64 + color / 64 * 16) % 4096;
+}
+
+#if VLK_EMU_ASM_SWITCH
 // vlk_emu_ctx_switch(void** save_sp, void* new_sp): push the System V
 // callee-saved registers, swap stack pointers, pop and return into the other
-// context. A new context's stack is laid out to look like one that was
+// context. MXCSR and the x87 control word are not switched: all fibers share
+// the worker's floating-point mode and kernels do not change it. A new context's stack is laid out to look like one that was
 // switched away from, with the fiber entry as the return address.
 asm(R"(
   .text
@@ -68,10 +69,10 @@ vlk_emu_ctx_switch:
 )");
 extern "C" void vlk_emu_ctx_switch(void** save_sp, void* new_sp);
 
-void context_init(Context& ctx, const Stack& stack, void (*entry)()) {
+void context_init(Context& ctx, const Stack& stack, unsigned color, void (*entry)()) {
   // top is 16-byte aligned; entry is "returned into" with rsp = top - 8, which
   // is the alignment a call instruction would leave.
-  uintptr_t top = reinterpret_cast<uintptr_t>(stack.base) + page_size() + stack.size;
+  uintptr_t top = reinterpret_cast<uintptr_t>(stack_top(stack, color));
   void** sp = reinterpret_cast<void**>(top & ~uintptr_t(15));
   *--sp = nullptr;                           // fake return address of entry
   *--sp = reinterpret_cast<void*>(entry);
@@ -81,10 +82,10 @@ void context_init(Context& ctx, const Stack& stack, void (*entry)()) {
 
 void context_switch(Context& from, Context& to) { vlk_emu_ctx_switch(&from.sp, to.sp); }
 #else
-void context_init(Context& ctx, const Stack& stack, void (*entry)()) {
+void context_init(Context& ctx, const Stack& stack, unsigned color, void (*entry)()) {
   getcontext(&ctx.uc);
   ctx.uc.uc_stack.ss_sp = stack.base + page_size();
-  ctx.uc.uc_stack.ss_size = stack.size;
+  ctx.uc.uc_stack.ss_size = size_t(stack_top(stack, color) - (stack.base + page_size()));
   ctx.uc.uc_link = nullptr;
   makecontext(&ctx.uc, entry, 0);
 }

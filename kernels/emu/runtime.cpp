@@ -42,14 +42,31 @@ constexpr unsigned kUncommitted = ~0u;
 struct Fiber : ThreadState {
   Context ctx;
   Stack stack;
-  unsigned lin = 0;         // linear thread index in the block
-  St st = St::Ready;
-  Op op = Op::None;         // collective this fiber waits in
-  unsigned mask = 0;
-  const char* file = "";
+  unsigned lin = 0;          // linear thread index in the block
+  const char* file = "";     // call site of the collective it waits in
   int line = 0;
-  std::vector<Copy> copies; // cp.async not yet performed
-  unsigned groups = 0;      // cp.async groups committed so far
+  unsigned bar_count = 0;    // result of the last barrier (__syncthreads_count)
+  std::vector<Copy> copies;  // cp.async not yet performed
+  unsigned groups = 0;       // cp.async groups committed so far
+};
+
+// Scheduling state of a fiber, kept in a dense array apart from the fibers:
+// the scheduler and the collectives scan it on every switch.
+struct Wait {
+  St st;
+  Op op;        // collective it waits in (St::Warp)
+  unsigned mask;
+  bool same(const Wait& o) const { return st == St::Warp && op == o.op && mask == o.mask; }
+};
+
+// Lanes of one warp waiting in the same collective (same op and mask).
+struct Group {
+  Op op;
+  unsigned mask, need, arrived;
+};
+struct Warp {
+  std::vector<Group> groups;  // pending collectives, disjoint masks
+  unsigned exited = 0;        // lanes that have returned
 };
 
 struct Launch {
@@ -60,6 +77,7 @@ struct Launch {
   size_t shmem;
   unsigned nthreads;
   uint64_t nblocks;
+  bool reverse;  // run threads in descending order (VLK_EMU_REVERSE=1)
   std::atomic<uint64_t> next{0};
   std::atomic<bool> failed{false};
   std::mutex mu;
@@ -75,9 +93,11 @@ size_t env_size(const char* name, size_t dflt) {
 
 struct Worker : BlockState {
   std::vector<Fiber*> f;
-  unsigned n = 0, cur = 0, done = 0, first_done = 0, at_barrier = 0;
+  std::vector<Wait> ws;  // ws[i] belongs to f[i]
+  std::vector<Warp> warps;
+  unsigned n = 0, cur = 0, done = 0, first_done = 0, at_barrier = 0, bar_count = 0;
   const char* bar_file = "";
-  int bar_line = 0, bar_col = 0;
+  int bar_line = 0;
   Context sched;
   const Launch* L = nullptr;
   bool failed = false;
@@ -110,16 +130,24 @@ struct Worker : BlockState {
   }
 
   // Called by the running fiber once it is no longer Ready: resumes the next
-  // Ready fiber in round-robin order, or the scheduler when there is none
-  // (block finished, or deadlocked).
+  // Ready fiber in round-robin order (descending with L->reverse), or the
+  // scheduler when there is none (block finished, or deadlocked).
   void next() {
     Fiber* self = me();
-    for (unsigned k = 1; k <= n; ++k) {
-      unsigned j = cur + k >= n ? cur + k - n : cur + k;
-      if (f[j]->st != St::Ready) continue;
+    const unsigned step = L->reverse ? n - 1 : 1;
+    for (unsigned k = 1, j = cur; k <= n; ++k) {
+      j = j + step >= n ? j + step - n : j + step;
+      if (ws[j].st != St::Ready) continue;
       if (j == cur) return;
       cur = j;
       cur_thread = f[j];
+      // The switch's pops miss the cache; start loading the stack top of
+      // the fiber most likely to run after this one.
+#if VLK_EMU_ASM_SWITCH
+      const Fiber* after = f[j + step >= n ? j + step - n : j + step];
+      __builtin_prefetch(after->ctx.sp);
+      __builtin_prefetch(static_cast<const char*>(after->ctx.sp) + 64);
+#endif
       context_switch(self->ctx, f[j]->ctx);
       return;
     }
@@ -146,18 +174,20 @@ void fiber_main() {
   Fiber* t = w.me();
   for (const Copy& c : t->copies) perform(c);
   t->copies.clear();
-  t->st = St::Done;
+  w.ws[t->lin].st = St::Done;
   if (w.done++ == 0) w.first_done = t->lin;
   if (w.at_barrier)
     w.fail(t, "exited while %u other thread(s) wait at __syncthreads() (%s:%d); every thread of "
               "the block must reach each barrier",
            w.at_barrier, w.bar_file, w.bar_line);
   const unsigned lane = t->lin & 31, base = t->lin - lane;
-  for (unsigned j = 0; j < 32 && base + j < w.n; ++j) {
-    const Fiber* g = w.f[base + j];
-    if (g->st == St::Warp && (g->mask >> lane & 1))
-      w.fail(t, "exited while lane %u waits for it in %s(mask=0x%08x) at %s:%d", j,
-             op_name(g->op), g->mask, g->file, g->line);
+  Warp& wp = w.warps[t->lin >> 5];
+  wp.exited |= 1u << lane;
+  for (const Group& g : wp.groups) {
+    if (!(g.mask >> lane & 1)) continue;
+    const Fiber* k = w.f[base + unsigned(__builtin_ctz(g.arrived))];
+    w.fail(t, "exited while lane %u waits for it in %s(mask=0x%08x) at %s:%d", k->lin & 31,
+           op_name(g.op), g.mask, k->file, k->line);
   }
   w.next();
   __builtin_unreachable();
@@ -171,18 +201,22 @@ bool Worker::run_block(uint64_t b) {
     Fiber* t = f[i];
     t->tid = uint3{i % dim.x, i / dim.x % dim.y, i / (dim.x * dim.y)};
     t->lin = i;
-    t->st = St::Ready;
-    t->op = Op::None;
+    ws[i] = Wait{St::Ready, Op::None, 0};
     t->copies.clear();
     t->groups = 0;
-    context_init(t->ctx, t->stack, fiber_main);
+    context_init(t->ctx, t->stack, i, fiber_main);
+  }
+  for (unsigned i = 0; i < (n + 31) / 32; ++i) {
+    warps[i].groups.clear();
+    warps[i].exited = 0;
   }
   cur = done = at_barrier = 0;
   failed = false;
   if (sigsetjmp(jb, 1)) return false;  // a fault in a fiber: msg is set
   in_block = 1;
-  cur_thread = f[0];
-  context_switch(sched, f[0]->ctx);
+  cur = L->reverse ? n - 1 : 0;
+  cur_thread = f[cur];
+  context_switch(sched, f[cur]->ctx);
   in_block = 0;
   if (failed) return false;
   if (done < n) {
@@ -196,22 +230,21 @@ bool Worker::run_block(uint64_t b) {
 // collective for a lane that is elsewhere. Name both.
 void Worker::diagnose_deadlock() {
   for (unsigned i = 0; i < n; ++i) {
-    const Fiber* t = f[i];
-    if (t->st != St::Warp) continue;
+    const Wait& t = ws[i];
+    if (t.st != St::Warp) continue;
     const unsigned base = i & ~31u;
     for (unsigned j = 0; j < 32 && base + j < n; ++j) {
-      const Fiber* g = f[base + j];
-      if (!(t->mask >> j & 1) || (g->st == St::Warp && g->op == t->op && g->mask == t->mask))
-        continue;
+      const Wait& g = ws[base + j];
+      if (!(t.mask >> j & 1) || g.same(t)) continue;
       char where[256];
-      if (g->st == St::Barrier)
+      if (g.st == St::Barrier)
         std::snprintf(where, sizeof where, "is at __syncthreads() (%s:%d)", bar_file, bar_line);
       else
-        std::snprintf(where, sizeof where, "waits in %s(mask=0x%08x) at %s:%d", op_name(g->op),
-                      g->mask, g->file, g->line);
-      format(t, "lane %u waits in %s(mask=0x%08x) at %s:%d, but lane %u of that mask %s "
-                "(all lanes of the mask must execute the same warp collective)",
-             i & 31, op_name(t->op), t->mask, t->file, t->line, j, where);
+        std::snprintf(where, sizeof where, "waits in %s(mask=0x%08x) at %s:%d", op_name(g.op),
+                      g.mask, f[base + j]->file, f[base + j]->line);
+      format(f[i], "lane %u waits in %s(mask=0x%08x) at %s:%d, but lane %u of that mask %s "
+                   "(all lanes of the mask must execute the same warp collective)",
+             i & 31, op_name(t.op), t.mask, f[i]->file, f[i]->line, j, where);
       return;
     }
   }
@@ -228,6 +261,8 @@ void Worker::run_launch(Launch& launch) {
     f.push_back(new Fiber());
     f.back()->stack = stack_alloc(stack);
   }
+  ws.resize(f.size());
+  warps.resize((f.size() + 31) / 32);
   while (!launch.failed.load(std::memory_order_relaxed)) {
     const uint64_t b = launch.next.fetch_add(1);
     if (b >= launch.nblocks) break;
@@ -288,7 +323,10 @@ struct Pool {
   unsigned nworkers;
 
   Pool() {
-    nworkers = unsigned(env_size("VLK_EMU_THREADS", std::max(1u, std::thread::hardware_concurrency())));
+    // Default capped at 16: each worker may hold 1024 fiber stacks, i.e. 2048
+    // memory mappings (stack + guard page), against Linux's 65530 per process.
+    const unsigned hw = std::thread::hardware_concurrency();
+    nworkers = unsigned(env_size("VLK_EMU_THREADS", std::min(16u, std::max(1u, hw))));
     install_fault_handler();
     for (unsigned i = 0; i < nworkers; ++i) std::thread([this] { work(); }).detach();
   }
@@ -329,7 +367,7 @@ Pool& pool() {
 
 // ---- Operations called from kernels (declared in runtime.h) -------------------
 
-void syncthreads(const char* file, int line, int col) {
+int syncthreads(const char* file, int line, int pred) {
   Worker& w = *cur_worker;
   Fiber* t = w.me();
   if (w.done)
@@ -339,20 +377,24 @@ void syncthreads(const char* file, int line, int col) {
   if (w.at_barrier == 0) {
     w.bar_file = file;
     w.bar_line = line;
-    w.bar_col = col;
-  } else if (line != w.bar_line || col != w.bar_col || std::strcmp(file, w.bar_file) != 0) {
+    w.bar_count = 0;
+  } else if (line != w.bar_line || (file != w.bar_file && std::strcmp(file, w.bar_file) != 0)) {
     w.fail(t, "divergent __syncthreads(): this thread is at %s:%d while %u other thread(s) wait at "
               "%s:%d",
            file, line, w.at_barrier, w.bar_file, w.bar_line);
   }
+  w.bar_count += pred != 0;
   if (++w.at_barrier == w.n) {  // last one in releases everybody
     w.at_barrier = 0;
-    for (unsigned i = 0; i < w.n; ++i)
-      if (w.f[i]->st == St::Barrier) w.f[i]->st = St::Ready;
-    return;
+    for (unsigned i = 0; i < w.n; ++i) {
+      if (w.ws[i].st == St::Barrier) w.ws[i].st = St::Ready;
+      w.f[i]->bar_count = w.bar_count;
+    }
+    return int(w.bar_count);
   }
-  t->st = St::Barrier;
+  w.ws[t->lin].st = St::Barrier;
   w.next();
+  return int(t->bar_count);
 }
 
 void collective(Op op, unsigned mask, const char* file, int line) {
@@ -364,24 +406,31 @@ void collective(Op op, unsigned mask, const char* file, int line) {
            line, mask, lane);
   const unsigned exist = w.n - base >= 32 ? ~0u : (1u << (w.n - base)) - 1;
   const unsigned need = mask & exist;
-  unsigned arrived = 1u << lane;
-  for (unsigned m = need & ~arrived; m; m &= m - 1) {
-    const unsigned j = unsigned(__builtin_ctz(m));
-    const Fiber* g = w.f[base + j];
-    if (g->st == St::Done)
-      w.fail(t, "%s(mask=0x%08x) at %s:%d: lane %u of the mask has already exited", op_name(op),
-             mask, file, line, j);
-    if (g->st == St::Warp && g->op == op && g->mask == mask) arrived |= 1u << j;
+  Warp& wp = w.warps[t->lin >> 5];
+  if (need & wp.exited)
+    w.fail(t, "%s(mask=0x%08x) at %s:%d: lane %u of the mask has already exited", op_name(op),
+           mask, file, line, unsigned(__builtin_ctz(need & wp.exited)));
+  size_t gi = 0;
+  while (gi < wp.groups.size() && wp.groups[gi].mask != mask) ++gi;
+  if (gi == wp.groups.size()) {
+    wp.groups.push_back(Group{op, mask, need, 0});
+  } else if (wp.groups[gi].op != op) {
+    // The waiting lanes need this lane in their collective: they never complete.
+    const Fiber* k = w.f[base + unsigned(__builtin_ctz(wp.groups[gi].arrived))];
+    w.fail(t, "%s(mask=0x%08x) at %s:%d, while lane %u waits in %s with the same mask at %s:%d "
+              "(all lanes of the mask must execute the same warp collective)",
+           op_name(op), mask, file, line, k->lin & 31, op_name(wp.groups[gi].op), k->file, k->line);
   }
-  t->op = op;
-  t->mask = mask;
-  t->file = file;
-  t->line = line;
-  if (arrived != need) {  // wait; the last lane to arrive computes our result
-    t->st = St::Warp;
+  Wait* wl = &w.ws[base];
+  if ((wp.groups[gi].arrived |= 1u << lane) != need) {  // wait; the last lane computes our result
+    wl[lane] = Wait{St::Warp, op, mask};
+    t->file = file;
+    t->line = line;
     w.next();
     return;
   }
+  wp.groups[gi] = wp.groups.back();
+  wp.groups.pop_back();
   Lane* lanes[32] = {};
   for (unsigned m = need; m; m &= m - 1) {
     const unsigned j = unsigned(__builtin_ctz(m));
@@ -390,11 +439,7 @@ void collective(Op op, unsigned mask, const char* file, int line) {
   char err[512];
   if (!warp_compute(op, lanes, need, err, sizeof err))
     w.fail(t, "%s(mask=0x%08x) at %s:%d: %s", op_name(op), mask, file, line, err);
-  for (unsigned m = need; m; m &= m - 1) {
-    Fiber* g = w.f[base + unsigned(__builtin_ctz(m))];
-    g->op = Op::None;
-    g->st = St::Ready;
-  }
+  for (unsigned m = need; m; m &= m - 1) wl[__builtin_ctz(m)] = Wait{St::Ready, Op::None, 0};
 }
 
 unsigned active_mask() {
@@ -402,7 +447,7 @@ unsigned active_mask() {
   const unsigned base = w.me()->lin & ~31u;
   unsigned m = 0;
   for (unsigned j = 0; j < 32 && base + j < w.n; ++j)
-    if (w.f[base + j]->st != St::Done) m |= 1u << j;
+    if (w.ws[base + j].st != St::Done) m |= 1u << j;
   return m;
 }
 
@@ -457,6 +502,12 @@ int launch(const char* name, void (*body)(void*), void* ctx, vlk_dim3 grid, vlk_
   l.shmem = shmem;
   l.nthreads = unsigned(nthreads);
   l.nblocks = uint64_t(grid.x) * grid.y * grid.z;
+  // Threads run one after another between synchronisation points, so a missing
+  // __syncthreads() shows up as stale data read from threads that have not run
+  // yet: ascending order exposes reads of higher-numbered threads' writes,
+  // descending order those of lower-numbered ones.
+  const char* rev = std::getenv("VLK_EMU_REVERSE");
+  l.reverse = rev && *rev && std::strcmp(rev, "0") != 0;
   Pool& p = pool();
   std::lock_guard<std::mutex> one_launch(p.launch_mu);
   {

@@ -45,7 +45,8 @@ struct BlockState { uint3 idx; dim3 dim, grid; };
 extern __thread ThreadState* cur_thread;
 extern __thread BlockState* cur_block;
 
-void syncthreads(const char* file, int line, int col);
+// Block barrier; returns how many threads of the block passed a nonzero pred.
+int syncthreads(const char* file, int line, int pred);
 void collective(Op op, unsigned mask, const char* file, int line);
 unsigned active_mask();
 void cp_async(void* dst, const void* src, int cp_bytes, int src_bytes, const char* file, int line);

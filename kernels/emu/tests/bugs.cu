@@ -42,3 +42,21 @@ extern "C" __global__ void bug_oob_read(const float* x, float* out, int n) {
   if (i < n) out[i] = x[i] + x[i + 1];
 }
 VLK_EXPORT(bug_oob_read)
+
+// Dereferences a null pointer (no VLK_EMU_CHECK needed).
+extern "C" __global__ void bug_null_read(const float* x, float* out) {
+  out[threadIdx.x] = x[threadIdx.x];
+}
+VLK_EXPORT(bug_null_read)
+
+// No barrier between the shared-memory write and the neighbour's read. Not an
+// error the emulator can name, but with VLK_EMU_REVERSE=1 (threads run in
+// descending order) the read happens first and returns the NaN poison.
+extern "C" __global__ void bug_missing_barrier(float* out) {
+  extern __shared__ __align__(16) unsigned char vlk_smem[];
+  float* s = reinterpret_cast<float*>(vlk_smem);
+  const unsigned t = threadIdx.x;
+  s[t] = (float)t;
+  out[t] = t ? s[t - 1] : 0.0f;
+}
+VLK_EXPORT(bug_missing_barrier)

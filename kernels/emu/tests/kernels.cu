@@ -34,6 +34,10 @@ extern "C" __global__ void __launch_bounds__(1024) t_softmax(const float* __rest
   }
   const float inv = 1.0f / vlk::block_sum(s);
   for (int i = threadIdx.x; i < n; i += blockDim.x) y[off + i] = buf[i] * inv;
+  // Barrier votes: how many threads saw a row max above 2.5 (all or none).
+  const int c = __syncthreads_count(m > 2.5f);
+  if (threadIdx.x == 0 && c != (int)blockDim.x * (m > 2.5f)) y[off] = NAN;
+  if (__syncthreads_or(threadIdx.x == 7) != 1 || __syncthreads_and(threadIdx.x != 7) != 0) y[off] = NAN;
 }
 VLK_EXPORT(t_softmax)
 
@@ -42,6 +46,7 @@ extern "C" __global__ void t_warp_ops(const int* __restrict__ in, int* __restric
   const int tid = threadIdx.x, lane = tid & 31;
   const int v = in[tid];
   int* o = out + tid * 10;
+  o[9] = (int)__activemask();  // before any lane can have exited
   o[0] = (int)vlk::warp_sum((float)v);
   o[1] = __shfl_xor_sync(vlk::kFullMask, v, 5);
   o[2] = __shfl_up_sync(vlk::kFullMask, v, 3);
@@ -54,7 +59,6 @@ extern "C" __global__ void t_warp_ops(const int* __restrict__ in, int* __restric
   const unsigned half = lane < 16 ? 0x0000ffffu : 0xffff0000u;
   o[7] = __shfl_xor_sync(half, v, 1);
   o[8] = (int)__shfl_sync(vlk::kFullMask, (double)v * 0.5, 31) * 2;  // 64-bit shuffle
-  o[9] = (int)__activemask();
 }
 VLK_EXPORT(t_warp_ops)
 
@@ -209,3 +213,33 @@ extern "C" __global__ void t_indices(int* out) {
                     (threadIdx.x << 8) | (threadIdx.y << 4) | threadIdx.z;
 }
 VLK_EXPORT(t_indices)
+
+// Block of 48 threads: the second warp has only 16 lanes, so full-mask
+// collectives cover just the lanes that exist; a reduction over 16-lane
+// segments (width 16) stays inside them. out[tid] = sum over its segment.
+extern "C" __global__ void t_partial_warp(float* out) {
+  const unsigned t = threadIdx.x;
+  float v = (float)max(t, 3) + min(0.5f, (float)t);
+  for (int o = 8; o > 0; o >>= 1) v += __shfl_xor_sync(vlk::kFullMask, v, o, 16);
+  out[t] = v;
+}
+VLK_EXPORT(t_partial_warp)
+
+// Barrier-heavy: inclusive prefix sum of each 1024-element row, Hillis-Steele
+// in static shared memory (11 __syncthreads() per thread).
+extern "C" __global__ void __launch_bounds__(1024) t_block_scan(const int* __restrict__ x,
+                                                               int* __restrict__ y) {
+  __shared__ int buf[2][1024];
+  const int t = threadIdx.x;
+  const long long off = (long long)blockIdx.x * 1024;
+  int cur = 0;
+  buf[cur][t] = x[off + t];
+  __syncthreads();
+  for (int d = 1; d < 1024; d <<= 1) {
+    buf[cur ^ 1][t] = buf[cur][t] + (t >= d ? buf[cur][t - d] : 0);
+    cur ^= 1;
+    __syncthreads();
+  }
+  y[off + t] = buf[cur][t];
+}
+VLK_EXPORT(t_block_scan)
