@@ -118,14 +118,14 @@ pub fn erf_f32(x: f32) -> f32 {
 pub fn erf_f64(x: f64) -> f64 {
     let a = x.abs();
     let y = if a < 2.5 {
+        // Terms shrink below 1e-17 of the sum within 60 steps for |x| < 2.5.
         let (x2, mut term, mut sum) = (a * a, a, a);
-        let mut n = 0.0;
-        loop {
-            n += 1.0;
+        for n in 1..80 {
+            let n = n as f64;
             term *= -x2 / n;
             let add = term / (2.0 * n + 1.0);
             sum += add;
-            if add.abs() < 1e-17 * sum.abs() {
+            if add.abs() <= 1e-17 * sum.abs() {
                 break;
             }
         }

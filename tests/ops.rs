@@ -1,0 +1,216 @@
+//! Forward (and fused backward) results of the CPU kernels against plain references: the blocked
+//! GEMM against a triple loop on shapes that cross every tile boundary, the fused attention
+//! against matmul + mask + softmax + matmul, fused layer norm and cross-entropy against their
+//! composed forms, and the half-precision paths against f32.
+
+mod common;
+
+use common::assert_close;
+use proptest::prelude::*;
+use vlk::ops::AttentionOptions;
+use vlk::{DType, Device, Rng, Tensor};
+
+fn randn(rng: &mut Rng, shape: &[usize], dtype: DType) -> Tensor {
+    Tensor::randn(rng, shape, 0.0, 1.0, dtype, Device::Cpu).unwrap()
+}
+
+fn naive_matmul(a: &[f64], b: &[f64], m: usize, k: usize, n: usize) -> Vec<f64> {
+    let mut c = vec![0.0; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            c[i * n + j] = (0..k).map(|p| a[i * k + p] * b[p * n + j]).sum();
+        }
+    }
+    c
+}
+
+fn cfg(cases: u32) -> ProptestConfig {
+    ProptestConfig { cases, failure_persistence: None, ..ProptestConfig::default() }
+}
+
+proptest! {
+    #![proptest_config(cfg(16))]
+
+    /// Shapes up to 300 cross the micro-tile (8 x 16), the K block (256) and the M block (64).
+    #[test]
+    fn gemm_matches_triple_loop(m in 1usize..=140, k in 1usize..=300, n in 1usize..=140, ta in any::<bool>(), tb in any::<bool>(), seed in any::<u64>()) {
+        let mut rng = Rng::new(seed);
+        for dtype in [DType::F32, DType::F64] {
+            let a = if ta { randn(&mut rng, &[k, m], dtype).t().unwrap() } else { randn(&mut rng, &[m, k], dtype) };
+            let b = if tb { randn(&mut rng, &[n, k], dtype).t().unwrap() } else { randn(&mut rng, &[k, n], dtype) };
+            let got = a.matmul(&b).unwrap();
+            let want = naive_matmul(&a.contiguous().unwrap().to_f64_vec().unwrap(), &b.contiguous().unwrap().to_f64_vec().unwrap(), m, k, n);
+            let want = Tensor::from_vec(want, &[m, n], Device::Cpu).unwrap();
+            let tol = if dtype == DType::F32 { 1e-4 } else { 1e-10 };
+            assert_close(&got, &want, tol * (k as f64).sqrt(), tol, "gemm");
+        }
+    }
+
+    #[test]
+    fn batched_broadcast_gemm(b in 1usize..=4, m in 1usize..=20, k in 1usize..=20, n in 1usize..=20, seed in any::<u64>()) {
+        let mut rng = Rng::new(seed);
+        let a = randn(&mut rng, &[b, 1, m, k], DType::F64);
+        let w = randn(&mut rng, &[3, k, n], DType::F64);
+        let got = a.matmul(&w).unwrap();
+        prop_assert_eq!(got.dims(), &[b, 3, m, n]);
+        let av = a.to_f64_vec().unwrap();
+        let wv = w.to_f64_vec().unwrap();
+        let mut want = Vec::new();
+        for bi in 0..b {
+            for j in 0..3 {
+                want.extend(naive_matmul(&av[bi * m * k..(bi + 1) * m * k], &wv[j * k * n..(j + 1) * k * n], m, k, n));
+            }
+        }
+        assert_close(&got, &Tensor::from_vec(want, &[b, 3, m, n], Device::Cpu).unwrap(), 1e-10, 1e-10, "batched gemm");
+    }
+
+    /// Sequences longer than the tiles (32 queries, 64 keys) so the online softmax crosses tiles.
+    #[test]
+    fn attention_matches_composed(b in 1usize..=2, h in 1usize..=2, sq in 1usize..=70, sk in 1usize..=140, d in prop::sample::select(vec![1usize, 7, 16, 32]), causal in any::<bool>(), padded in any::<bool>(), seed in any::<u64>()) {
+        let mut rng = Rng::new(seed);
+        let dtype = DType::F32;
+        let q = randn(&mut rng, &[b, h, sq, d], dtype).to_var().unwrap();
+        let k = randn(&mut rng, &[b, h, sk, d], dtype).to_var().unwrap();
+        let v = randn(&mut rng, &[b, h, sk, d], dtype).to_var().unwrap();
+        let lens: Vec<usize> = (0..b).map(|_| 1 + rng.below(sk as u64) as usize).collect();
+        let mask_vals: Vec<u32> = lens.iter().flat_map(|&l| (0..sk).map(move |j| u32::from(j < l))).collect();
+        let mask = Tensor::from_vec(mask_vals.clone(), &[b, sk], Device::Cpu).unwrap();
+        let opts = AttentionOptions { causal, key_mask: padded.then_some(&mask), scale: None };
+        let fused = Tensor::attention(&q, &k, &v, opts).unwrap();
+
+        // Reference: scores, additive -inf mask, softmax, weighted sum; rows that see no key give 0.
+        let scale = 1.0 / (d as f64).sqrt();
+        let scores = q.matmul(&k.t().unwrap()).unwrap().mul_scalar(scale).unwrap();
+        let mut hidden = vec![0f32; b * sq * sk];
+        for bi in 0..b {
+            for i in 0..sq {
+                for j in 0..sk {
+                    let causal_hide = causal && (j as isize) > i as isize + sk as isize - sq as isize;
+                    let pad_hide = padded && mask_vals[bi * sk + j] == 0;
+                    hidden[(bi * sq + i) * sk + j] = f32::from(causal_hide || pad_hide);
+                }
+            }
+        }
+        let hidden = Tensor::from_vec(hidden, &[b, 1, sq, sk], Device::Cpu).unwrap();
+        let masked = scores.masked_fill(&hidden, -1e30).unwrap();
+        let all_hidden = hidden.min(-1, true).unwrap(); // 1 where the row sees nothing
+        let probs = masked.softmax().unwrap().masked_fill(&all_hidden, 0.0).unwrap();
+        let reference = probs.matmul(&v).unwrap();
+        assert_close(&fused, &reference, 1e-5, 1e-4, "attention forward");
+
+        let w = randn(&mut rng, fused.dims(), dtype);
+        let g1 = fused.mul(&w).unwrap().sum_all().unwrap().backward().unwrap();
+        let g2 = reference.mul(&w).unwrap().sum_all().unwrap().backward().unwrap();
+        for (name, t) in [("dq", &q), ("dk", &k), ("dv", &v)] {
+            assert_close(g1.get(t).unwrap(), g2.get(t).unwrap(), 1e-4, 1e-3, name);
+        }
+    }
+
+    #[test]
+    fn fused_norm_and_loss_match_composed(rows in 1usize..=40, c in 1usize..=300, seed in any::<u64>()) {
+        let mut rng = Rng::new(seed);
+        let x = randn(&mut rng, &[rows, c], DType::F64).mul_scalar(3.0).unwrap().to_var().unwrap();
+        let g = randn(&mut rng, &[c], DType::F64).to_var().unwrap();
+        let bias = randn(&mut rng, &[c], DType::F64).to_var().unwrap();
+        let fused = x.layer_norm(&g, &bias, 1e-5).unwrap();
+        let mean = x.mean(-1, true).unwrap();
+        let centered = x.sub(&mean).unwrap();
+        let var = centered.sqr().unwrap().mean(-1, true).unwrap();
+        let composed = centered.div(&var.add_scalar(1e-5).unwrap().sqrt().unwrap()).unwrap().mul(&g).unwrap().add(&bias).unwrap();
+        assert_close(&fused, &composed, 1e-10, 1e-10, "layer_norm forward");
+        let w = randn(&mut rng, &[rows, c], DType::F64);
+        let gf = fused.mul(&w).unwrap().sum_all().unwrap().backward().unwrap();
+        let gc = composed.mul(&w).unwrap().sum_all().unwrap().backward().unwrap();
+        for (name, t) in [("dx", &x), ("dgamma", &g), ("dbeta", &bias)] {
+            assert_close(gf.get(t).unwrap(), gc.get(t).unwrap(), 1e-9, 1e-8, name);
+        }
+
+        let targets: Vec<u32> = (0..rows).map(|_| rng.below(c as u64) as u32).collect();
+        let t = Tensor::from_vec(targets.clone(), &[rows], Device::Cpu).unwrap();
+        let fused = x.cross_entropy_per_row(&t, -100).unwrap();
+        let logp = x.log_softmax().unwrap().to_f64_vec().unwrap();
+        let want: Vec<f64> = targets.iter().enumerate().map(|(r, &tt)| -logp[r * c + tt as usize]).collect();
+        assert_close(&fused, &Tensor::from_vec(want, &[rows], Device::Cpu).unwrap(), 1e-10, 1e-10, "cross_entropy");
+    }
+
+    #[test]
+    fn half_precision_paths_track_f32(rows in 1usize..=9, c in 1usize..=70, seed in any::<u64>()) {
+        let mut rng = Rng::new(seed);
+        let x = randn(&mut rng, &[rows, c], DType::F32);
+        let w = randn(&mut rng, &[c, 5], DType::F32);
+        let g = randn(&mut rng, &[c], DType::F32);
+        let b = randn(&mut rng, &[c], DType::F32);
+        for dtype in [DType::F16, DType::BF16] {
+            let h = |t: &Tensor| t.to_dtype(dtype).unwrap();
+            let tol = if dtype == DType::F16 { 1e-2 } else { 3e-2 };
+            let mm = h(&x).matmul(&h(&w)).unwrap();
+            assert_eq!(mm.dtype(), dtype);
+            let ref_mm = h(&x).to_dtype(DType::F32).unwrap().matmul(&h(&w).to_dtype(DType::F32).unwrap()).unwrap();
+            assert_close(&mm.to_dtype(DType::F32).unwrap(), &ref_mm, tol * (c as f64).sqrt(), tol, "half matmul");
+            let ln = h(&x).layer_norm(&h(&g), &h(&b), 1e-5).unwrap().to_dtype(DType::F32).unwrap();
+            let ref_ln = h(&x).to_dtype(DType::F32).unwrap().layer_norm(&h(&g).to_dtype(DType::F32).unwrap(), &h(&b).to_dtype(DType::F32).unwrap(), 1e-5).unwrap();
+            assert_close(&ln, &ref_ln, tol, tol, "half layer_norm");
+            let sm = h(&x).softmax().unwrap().to_dtype(DType::F32).unwrap();
+            assert_close(&sm, &h(&x).to_dtype(DType::F32).unwrap().softmax().unwrap(), tol, tol, "half softmax");
+            let ge = h(&x).gelu().unwrap().to_dtype(DType::F32).unwrap();
+            assert_close(&ge, &h(&x).to_dtype(DType::F32).unwrap().gelu().unwrap(), tol, tol, "half gelu");
+        }
+    }
+}
+
+#[test]
+fn activations_match_known_values() {
+    let x = Tensor::from_vec(vec![-3.0f64, -1.0, 0.0, 0.5, 2.0], &[5], Device::Cpu).unwrap();
+    // GELU(x) = x * Phi(x): Phi(-3) = 0.0013498980316301, Phi(-1) = 0.15865525393145707,
+    // Phi(0.5) = 0.6914624612740131, Phi(2) = 0.9772498680518208.
+    let want = [-3.0 * 0.0013498980316301, -0.15865525393145707, 0.0, 0.5 * 0.6914624612740131, 2.0 * 0.9772498680518208];
+    let got = x.gelu().unwrap().to_vec::<f64>().unwrap();
+    for (g, w) in got.iter().zip(want) {
+        assert!((g - w).abs() < 1e-14, "gelu {g} vs {w}");
+    }
+    let f32x = x.to_dtype(DType::F32).unwrap();
+    let got32 = f32x.gelu().unwrap().to_vec::<f32>().unwrap();
+    for (g, w) in got32.iter().zip(want) {
+        assert!((*g as f64 - w).abs() < 3e-7, "f32 gelu {g} vs {w}");
+    }
+    let qg = x.quick_gelu().unwrap().to_vec::<f64>().unwrap();
+    assert!((qg[4] - 2.0 / (1.0 + (-3.404f64).exp())).abs() < 1e-15);
+}
+
+#[test]
+fn fully_masked_attention_rows_are_zero() {
+    let mut rng = Rng::new(3);
+    let q = randn(&mut rng, &[1, 1, 4, 8], DType::F32).to_var().unwrap();
+    let k = randn(&mut rng, &[1, 1, 2, 8], DType::F32).to_var().unwrap();
+    let v = randn(&mut rng, &[1, 1, 2, 8], DType::F32).to_var().unwrap();
+    // Causal with Sq > Sk: the first two queries see no key.
+    let out = Tensor::attention(&q, &k, &v, AttentionOptions { causal: true, ..Default::default() }).unwrap();
+    let vals = out.to_vec::<f32>().unwrap();
+    assert!(vals[..16].iter().all(|&x| x == 0.0), "hidden rows must be 0: {:?}", &vals[..16]);
+    assert!(vals[16..].iter().all(|x| x.is_finite() && *x != 0.0));
+    let grads = out.sum_all().unwrap().backward().unwrap();
+    assert!(grads.get(&q).unwrap().to_vec::<f32>().unwrap().iter().all(|x| x.is_finite()));
+}
+
+#[test]
+fn shape_errors_name_the_op() {
+    let a = Tensor::zeros(&[2, 3], DType::F32, Device::Cpu).unwrap();
+    let b = Tensor::zeros(&[4, 5], DType::F32, Device::Cpu).unwrap();
+    let e = a.matmul(&b).unwrap_err().to_string();
+    assert!(e.contains("matmul") && e.contains("[2, 3]") && e.contains("[4, 5]"), "{e}");
+    let e = a.add(&b).unwrap_err().to_string();
+    assert!(e.contains("broadcast") && e.contains("[2, 3]"), "{e}");
+    let e = a.reshape(&[7]).unwrap_err().to_string();
+    assert!(e.contains("reshape"), "{e}");
+    let ids = Tensor::from_vec(vec![0u32, 9], &[2], Device::Cpu).unwrap();
+    let e = b.embedding(&ids).unwrap_err().to_string();
+    assert!(e.contains("index 9 out of range for size 4"), "{e}");
+    let half = a.to_dtype(DType::F16).unwrap();
+    let e = a.add(&half).unwrap_err().to_string();
+    assert!(e.contains("dtype"), "{e}");
+    let t = Tensor::from_vec(vec![0i64, 3], &[2], Device::Cpu).unwrap();
+    let e = a.cross_entropy(&t, -100).unwrap_err().to_string();
+    assert!(e.contains("target 3 out of range for 3 classes"), "{e}");
+    let e = Tensor::zeros(&[2], DType::F32, Device::Emu).map(|_| ()).unwrap_err().to_string();
+    assert!(e.contains("not available"), "{e}");
+}
