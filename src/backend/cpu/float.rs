@@ -38,8 +38,6 @@ pub trait Float:
     fn erf(self) -> Self;
     fn max(self, o: Self) -> Self;
     fn min(self, o: Self) -> Self;
-    /// self * a + b as one hardware FMA: only call where the `fma` target feature is enabled.
-    fn fma(self, a: Self, b: Self) -> Self;
 }
 
 macro_rules! float_impl {
@@ -91,10 +89,6 @@ macro_rules! float_impl {
             #[inline(always)]
             fn min(self, o: Self) -> Self {
                 <$t>::min(self, o)
-            }
-            #[inline(always)]
-            fn fma(self, a: Self, b: Self) -> Self {
-                <$t>::mul_add(self, a, b)
             }
         }
     };

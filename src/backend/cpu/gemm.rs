@@ -2,22 +2,21 @@
 //!
 //! Blocked GEMM in the Goto/BLIS style: C is cut into MC x NC tiles that threads share out; each
 //! tile walks K in KC slices, packs its A slice into MR-row panels and its B slice into NR-column
-//! panels (zero-padded, so edges need no special case), and runs an MR x NR register-tiled
-//! micro-kernel over them. Packing accepts any strides, so transposed operands (as backward
-//! passes use) cost nothing extra. The micro-kernel is compiled three times, for AVX-512,
-//! AVX2+FMA and baseline x86-64/other, and picked at run time.
-//! FLOPs: 2*m*n*k; the packed panels stay in L1 (B panel: KC*NR*4 = 16 KiB) and L2 (A block).
+//! panels (zero-padded), and runs an MR x NR register-tiled micro-kernel over them. Packing
+//! accepts any strides, so transposed operands (as backward passes use) cost nothing extra.
+//! Micro-kernels: f32 8x32 with AVX-512, f32 6x16 with AVX2+FMA (std::arch intrinsics, picked at
+//! run time), and a portable 4x8 for f64 and older CPUs.
+//! FLOPs: 2*m*n*k; a packed B panel (KC x 32 f32 = 32 KiB) stays in L1/L2, the A block in L2.
 
 use super::float::{float_data, Float, FloatOut};
 use super::CpuStorage;
 use crate::{Error, Layout, Result};
 use rayon::prelude::*;
 use std::cell::RefCell;
+use std::ops::Range;
 
-pub const MR: usize = 8;
-pub const NR: usize = 16;
 const KC: usize = 256;
-const MC: usize = 64;
+const MC: usize = 96;
 const NC: usize = 512;
 
 /// A strided matrix operand: element (i, j) is at data[offset + i*rs + j*cs].
@@ -36,108 +35,154 @@ impl<T: Copy> MatRef<'_, T> {
     }
 }
 
-thread_local! {
-    // Reused packing buffers (u64 words so f32 and f64 both fit aligned): no allocation per tile.
-    static PACK_BUFFERS: RefCell<(Vec<u64>, Vec<u64>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+/// A register-tiled kernel: C[mr x nr] (row stride ldc) += packed A panel x packed B panel.
+#[derive(Clone, Copy)]
+pub struct MicroKernel<T> {
+    pub name: &'static str,
+    pub mr: usize,
+    pub nr: usize,
+    run: unsafe fn(kc: usize, a: *const T, b: *const T, c: *mut T, ldc: usize),
 }
 
-fn pack_a<T: Float>(a: &MatRef<T>, rows: std::ops::Range<usize>, ks: std::ops::Range<usize>, out: &mut [T]) {
-    let kc = ks.len();
-    for (panel, r0) in rows.clone().step_by(MR).enumerate() {
-        let dst = &mut out[panel * kc * MR..(panel + 1) * kc * MR];
-        let valid = MR.min(rows.end - r0);
-        for (p, k) in ks.clone().enumerate() {
-            for i in 0..MR {
-                dst[p * MR + i] = if i < valid { a.at(r0 + i, k) } else { T::ZERO };
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    /// 8 x 32 f32 tile: 16 zmm accumulators, two B vectors and one broadcast per k.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn kernel_8x32_avx512(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize) {
+        let mut acc = [[_mm512_setzero_ps(); 2]; 8];
+        for p in 0..kc {
+            let b0 = _mm512_loadu_ps(b.add(p * 32));
+            let b1 = _mm512_loadu_ps(b.add(p * 32 + 16));
+            for (i, row) in acc.iter_mut().enumerate() {
+                let av = _mm512_set1_ps(*a.add(p * 8 + i));
+                row[0] = _mm512_fmadd_ps(av, b0, row[0]);
+                row[1] = _mm512_fmadd_ps(av, b1, row[1]);
             }
+        }
+        for (i, row) in acc.iter().enumerate() {
+            let cp = c.add(i * ldc);
+            _mm512_storeu_ps(cp, _mm512_add_ps(_mm512_loadu_ps(cp), row[0]));
+            _mm512_storeu_ps(cp.add(16), _mm512_add_ps(_mm512_loadu_ps(cp.add(16)), row[1]));
+        }
+    }
+
+    /// 6 x 16 f32 tile: 12 ymm accumulators.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn kernel_6x16_avx2(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize) {
+        let mut acc = [[_mm256_setzero_ps(); 2]; 6];
+        for p in 0..kc {
+            let b0 = _mm256_loadu_ps(b.add(p * 16));
+            let b1 = _mm256_loadu_ps(b.add(p * 16 + 8));
+            for (i, row) in acc.iter_mut().enumerate() {
+                let av = _mm256_set1_ps(*a.add(p * 6 + i));
+                row[0] = _mm256_fmadd_ps(av, b0, row[0]);
+                row[1] = _mm256_fmadd_ps(av, b1, row[1]);
+            }
+        }
+        for (i, row) in acc.iter().enumerate() {
+            let cp = c.add(i * ldc);
+            _mm256_storeu_ps(cp, _mm256_add_ps(_mm256_loadu_ps(cp), row[0]));
+            _mm256_storeu_ps(cp.add(8), _mm256_add_ps(_mm256_loadu_ps(cp.add(8)), row[1]));
         }
     }
 }
 
-fn pack_b<T: Float>(b: &MatRef<T>, ks: std::ops::Range<usize>, cols: std::ops::Range<usize>, out: &mut [T]) {
-    let kc = ks.len();
-    for (panel, c0) in cols.clone().step_by(NR).enumerate() {
-        let dst = &mut out[panel * kc * NR..(panel + 1) * kc * NR];
-        let valid = NR.min(cols.end - c0);
-        for (p, k) in ks.clone().enumerate() {
-            for j in 0..NR {
-                dst[p * NR + j] = if j < valid { b.at(k, c0 + j) } else { T::ZERO };
-            }
-        }
-    }
-}
-
-/// C[mr x nr] += packed A panel x packed B panel over kc.
-#[inline(always)]
-unsafe fn micro_kernel<T: Float, const FUSED: bool>(kc: usize, a: *const T, b: *const T, c: *mut T, ldc: usize, mr: usize, nr: usize) {
-    let mut acc = [[T::ZERO; NR]; MR];
+/// Portable 4 x 8 tile for any float type (f64, and f32 without AVX2).
+unsafe fn kernel_4x8_portable<T: Float>(kc: usize, a: *const T, b: *const T, c: *mut T, ldc: usize) {
+    let mut acc = [[T::ZERO; 8]; 4];
     for p in 0..kc {
-        let ap = a.add(p * MR);
-        let bp = b.add(p * NR);
+        let (ap, bp) = (a.add(p * 4), b.add(p * 8));
         for (i, row) in acc.iter_mut().enumerate() {
             let av = *ap.add(i);
             for (j, slot) in row.iter_mut().enumerate() {
-                let bv = *bp.add(j);
-                *slot = if FUSED { av.fma(bv, *slot) } else { av * bv + *slot };
+                *slot = av * *bp.add(j) + *slot;
             }
         }
     }
-    for (i, row) in acc.iter().enumerate().take(mr) {
-        for (j, &v) in row.iter().enumerate().take(nr) {
+    for (i, row) in acc.iter().enumerate() {
+        for (j, &v) in row.iter().enumerate() {
             *c.add(i * ldc + j) += v;
         }
     }
 }
 
-/// All micro-tiles of one packed (mc x kc) x (kc x nc) block.
-#[inline(always)]
-unsafe fn macro_kernel<T: Float, const FUSED: bool>(mc: usize, nc: usize, kc: usize, pa: *const T, pb: *const T, c: *mut T, ldc: usize) {
-    for jr in (0..nc).step_by(NR) {
-        for ir in (0..mc).step_by(MR) {
-            micro_kernel::<T, FUSED>(kc, pa.add(ir * kc), pb.add(jr * kc), c.add(ir * ldc + jr), ldc, MR.min(mc - ir), NR.min(nc - jr));
-        }
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,fma")]
-unsafe fn macro_kernel_avx512<T: Float>(mc: usize, nc: usize, kc: usize, pa: *const T, pb: *const T, c: *mut T, ldc: usize) {
-    macro_kernel::<T, true>(mc, nc, kc, pa, pb, c, ldc)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn macro_kernel_avx2<T: Float>(mc: usize, nc: usize, kc: usize, pa: *const T, pb: *const T, c: *mut T, ldc: usize) {
-    macro_kernel::<T, true>(mc, nc, kc, pa, pb, c, ldc)
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum Isa {
-    Avx512,
-    Avx2,
-    Portable,
-}
-
-pub fn detected_isa() -> Isa {
+/// The fastest kernel this CPU runs for T (checked once per call; detection is cached by std).
+pub fn micro_kernel<T: Float>() -> MicroKernel<T> {
     #[cfg(target_arch = "x86_64")]
-    {
-        if std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("fma") {
-            return Isa::Avx512;
+    if std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>() {
+        // SAFETY: T is f32 here, so the function pointer types are identical.
+        let cast = |f: unsafe fn(usize, *const f32, *const f32, *mut f32, usize)| unsafe { std::mem::transmute::<_, unsafe fn(usize, *const T, *const T, *mut T, usize)>(f) };
+        if std::is_x86_feature_detected!("avx512f") {
+            return MicroKernel { name: "avx512 8x32", mr: 8, nr: 32, run: cast(x86::kernel_8x32_avx512) };
         }
         if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-            return Isa::Avx2;
+            return MicroKernel { name: "avx2 6x16", mr: 6, nr: 16, run: cast(x86::kernel_6x16_avx2) };
         }
     }
-    Isa::Portable
+    MicroKernel { name: "portable 4x8", mr: 4, nr: 8, run: kernel_4x8_portable::<T> }
 }
 
-unsafe fn run_macro_kernel<T: Float>(isa: Isa, mc: usize, nc: usize, kc: usize, pa: *const T, pb: *const T, c: *mut T, ldc: usize) {
-    match isa {
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => macro_kernel_avx512(mc, nc, kc, pa, pb, c, ldc),
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => macro_kernel_avx2(mc, nc, kc, pa, pb, c, ldc),
-        _ => macro_kernel::<T, false>(mc, nc, kc, pa, pb, c, ldc),
+thread_local! {
+    // Reused packing buffers (u64 words so f32 and f64 both fit aligned): no allocation per tile.
+    static PACK_BUFFERS: RefCell<(Vec<u64>, Vec<u64>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
+fn pack_a<T: Float>(a: &MatRef<T>, mr: usize, rows: Range<usize>, ks: Range<usize>, out: &mut [T]) {
+    let kc = ks.len();
+    for (panel, r0) in rows.clone().step_by(mr).enumerate() {
+        let dst = &mut out[panel * kc * mr..(panel + 1) * kc * mr];
+        let valid = mr.min(rows.end - r0);
+        for (p, k) in ks.clone().enumerate() {
+            for i in 0..mr {
+                dst[p * mr + i] = if i < valid { a.at(r0 + i, k) } else { T::ZERO };
+            }
+        }
+    }
+}
+
+fn pack_b<T: Float>(b: &MatRef<T>, nr: usize, ks: Range<usize>, cols: Range<usize>, out: &mut [T]) {
+    let kc = ks.len();
+    for (panel, c0) in cols.clone().step_by(nr).enumerate() {
+        let dst = &mut out[panel * kc * nr..(panel + 1) * kc * nr];
+        let valid = nr.min(cols.end - c0);
+        if b.cs == 1 && valid == nr {
+            for (p, k) in ks.clone().enumerate() {
+                let src = b.offset + k * b.rs + c0;
+                dst[p * nr..(p + 1) * nr].copy_from_slice(&b.data[src..src + nr]);
+            }
+            continue;
+        }
+        for (p, k) in ks.clone().enumerate() {
+            for j in 0..nr {
+                dst[p * nr + j] = if j < valid { b.at(k, c0 + j) } else { T::ZERO };
+            }
+        }
+    }
+}
+
+/// All micro-tiles of one packed (mc x kc) x (kc x nc) block; edge tiles go through a scratch
+/// tile so the kernel always computes a full mr x nr.
+unsafe fn macro_kernel<T: Float>(uk: &MicroKernel<T>, mc: usize, nc: usize, kc: usize, pa: *const T, pb: *const T, c: *mut T, ldc: usize) {
+    let mut scratch = [T::ZERO; 8 * 32];
+    for jr in (0..nc).step_by(uk.nr) {
+        for ir in (0..mc).step_by(uk.mr) {
+            let (a, b) = (pa.add(ir * kc), pb.add(jr * kc));
+            let (mr, nr) = (uk.mr.min(mc - ir), uk.nr.min(nc - jr));
+            let ct = c.add(ir * ldc + jr);
+            if mr == uk.mr && nr == uk.nr {
+                (uk.run)(kc, a, b, ct, ldc);
+            } else {
+                scratch.iter_mut().for_each(|x| *x = T::ZERO);
+                (uk.run)(kc, a, b, scratch.as_mut_ptr(), uk.nr);
+                for i in 0..mr {
+                    for j in 0..nr {
+                        *ct.add(i * ldc + j) += scratch[i * uk.nr + j];
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -154,12 +199,13 @@ impl<T> SendPtr<T> {
 }
 
 /// One C tile: rows `rows`, columns `cols`, all of K.
-fn gemm_tile<T: Float>(isa: Isa, a: &MatRef<T>, b: &MatRef<T>, k: usize, c: SendPtr<T>, ldc: usize, rows: std::ops::Range<usize>, cols: std::ops::Range<usize>) {
+#[allow(clippy::too_many_arguments)]
+fn gemm_tile<T: Float>(uk: &MicroKernel<T>, a: &MatRef<T>, b: &MatRef<T>, k: usize, c: SendPtr<T>, ldc: usize, rows: Range<usize>, cols: Range<usize>) {
     PACK_BUFFERS.with(|bufs| {
         let mut bufs = bufs.borrow_mut();
         let words = |n: usize| (n * std::mem::size_of::<T>()).div_ceil(8);
-        let a_len = rows.len().div_ceil(MR) * MR * KC;
-        let b_len = cols.len().div_ceil(NR) * NR * KC;
+        let a_len = rows.len().div_ceil(uk.mr) * uk.mr * KC;
+        let b_len = cols.len().div_ceil(uk.nr) * uk.nr * KC;
         let (ba, bb) = &mut *bufs;
         if ba.len() < words(a_len) {
             ba.resize(words(a_len), 0);
@@ -173,36 +219,38 @@ fn gemm_tile<T: Float>(isa: Isa, a: &MatRef<T>, b: &MatRef<T>, k: usize, c: Send
         let pb = unsafe { std::slice::from_raw_parts_mut(bb.as_mut_ptr() as *mut T, b_len) };
         for k0 in (0..k).step_by(KC) {
             let ks = k0..(k0 + KC).min(k);
-            pack_a(a, rows.clone(), ks.clone(), pa);
-            pack_b(b, ks.clone(), cols.clone(), pb);
+            pack_a(a, uk.mr, rows.clone(), ks.clone(), pa);
+            pack_b(b, uk.nr, ks.clone(), cols.clone(), pb);
             // SAFETY: this task owns C[rows, cols]; the kernels write only inside it.
             unsafe {
                 let c_tile = c.get().add(rows.start * ldc + cols.start);
-                run_macro_kernel(isa, rows.len(), cols.len(), ks.len(), pa.as_ptr(), pb.as_ptr(), c_tile, ldc);
+                macro_kernel(uk, rows.len(), cols.len(), ks.len(), pa.as_ptr(), pb.as_ptr(), c_tile, ldc);
             }
         }
     });
 }
 
-/// C (row-major, ldc) = sum over batches of A_b B_b for each batch b, with A_b = a[b] (m x k) and
-/// B_b = b[b] (k x n) as strided matrices. `c` holds batch * m * ldc elements, zeroed by the caller.
+/// For each batch b: C_b (row-major m x n, contiguous after one another) += A_b B_b, with A_b
+/// (m x k) and B_b (k x n) strided. `c` holds batch * m * n elements, zeroed by the caller.
 pub fn gemm_batched<T: Float>(m: usize, n: usize, k: usize, a: &[MatRef<T>], b: &[MatRef<T>], c: &mut [T]) {
-    let isa = detected_isa();
+    let uk = micro_kernel::<T>();
     let batch = a.len();
     let cptr = SendPtr(c.as_mut_ptr());
+    // Tiles of C are the unit of parallel work; small problems stay on the calling thread.
+    let mc = if batch == 1 && m * n * k > (1 << 20) { MC.min(m.div_ceil(rayon::current_num_threads()).div_ceil(uk.mr) * uk.mr).max(uk.mr) } else { MC };
     let mut tasks = Vec::new();
     for bi in 0..batch {
-        for r0 in (0..m).step_by(MC) {
+        for r0 in (0..m).step_by(mc) {
             for c0 in (0..n).step_by(NC) {
-                tasks.push((bi, r0..(r0 + MC).min(m), c0..(c0 + NC).min(n)));
+                tasks.push((bi, r0..(r0 + mc).min(m), c0..(c0 + NC).min(n)));
             }
         }
     }
-    let run = |(bi, rows, cols): (usize, std::ops::Range<usize>, std::ops::Range<usize>)| {
+    let run = |(bi, rows, cols): (usize, Range<usize>, Range<usize>)| {
         let c_batch = SendPtr(unsafe { cptr.get().add(bi * m * n) });
-        gemm_tile(isa, &a[bi], &b[bi], k, c_batch, n, rows, cols);
+        gemm_tile(&uk, &a[bi], &b[bi], k, c_batch, n, rows, cols);
     };
-    if (m * n * k * batch) < (1 << 18) || tasks.len() == 1 {
+    if (m * n * k * batch) < (1 << 17) || tasks.len() == 1 {
         tasks.into_iter().for_each(run);
     } else {
         tasks.into_par_iter().for_each(run);
