@@ -31,10 +31,19 @@ fn attention(c: &mut Criterion) {
     let mut group = c.benchmark_group("attention_b8_h8_s197_d64");
     group.sample_size(20);
     group.throughput(Throughput::Elements(flops));
-    group.bench_function("forward", |bench| bench.iter(|| vlk::no_grad(|| Tensor::attention(&q, &k, &v, AttentionOptions::default()).unwrap())));
+    group.bench_function("forward", |bench| {
+        bench.iter(|| vlk::no_grad(|| Tensor::attention(&q, &k, &v, AttentionOptions::default()).unwrap()))
+    });
     group.throughput(Throughput::Elements(flops * 7 / 2));
     group.bench_function("forward_backward", |bench| {
-        bench.iter(|| Tensor::attention(&q, &k, &v, AttentionOptions::default()).unwrap().sum_all().unwrap().backward().unwrap())
+        bench.iter(|| {
+            Tensor::attention(&q, &k, &v, AttentionOptions::default())
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap()
+        })
     });
     group.finish();
 }
@@ -46,7 +55,9 @@ fn layer_norm(c: &mut Criterion) {
     let (g, bias) = (randn(&mut rng, &[cols]), randn(&mut rng, &[cols]));
     let mut group = c.benchmark_group("layer_norm_4096x768");
     group.throughput(Throughput::Bytes((2 * rows * cols * 4) as u64));
-    group.bench_function("forward", |bench| bench.iter(|| vlk::no_grad(|| x.layer_norm(&g, &bias, 1e-5).unwrap())));
+    group.bench_function("forward", |bench| {
+        bench.iter(|| vlk::no_grad(|| x.layer_norm(&g, &bias, 1e-5).unwrap()))
+    });
     group.finish();
 }
 

@@ -67,3 +67,56 @@ __device__ __forceinline__ float block_sum(float v) { return block_reduce(v, Sum
 __device__ __forceinline__ float block_max(float v) { return block_reduce(v, MaxOp(), -INFINITY); }
 
 }  // namespace vlk
+
+// ---- strided indexing ----------------------------------------------------------
+// A strided view, passed BY VALUE as a kernel parameter (#[repr(C)] on the Rust
+// side: i32 rank, 4 bytes padding, i64 shape[8], i64 stride[8], i64 offset = 144
+// bytes). rank <= 8; rank 0 is a scalar. Element strides; 0 for broadcast dims.
+namespace vlk {
+
+struct StridedLayout {
+  int rank;
+  long long shape[8];
+  long long stride[8];
+  long long offset;
+};
+
+// Element offset of the row-major linear index `linear` over l.shape:
+// l.offset + sum_d index_d * l.stride[d]. The loop is unrolled over all 8 dims
+// (constant indices keep the layout in parameter space, no stack copy);
+// divisions are 32-bit when both operands fit.
+__device__ __forceinline__ long long strided_offset(const StridedLayout& l, long long linear) {
+  long long off = l.offset;
+#pragma unroll
+  for (int d = 7; d > 0; --d) {
+    if (d < l.rank) {
+      const long long s = l.shape[d];
+      long long q;
+      if ((((unsigned long long)linear | (unsigned long long)s) >> 32) == 0)
+        q = (long long)((unsigned)linear / (unsigned)s);
+      else
+        q = linear / s;
+      off += (linear - q * s) * l.stride[d];
+      linear = q;
+    }
+  }
+  if (l.rank > 0) off += linear * l.stride[0];
+  return off;
+}
+
+// Whether the layout is row-major contiguous (dims of size 1 may have any
+// stride), i.e. strided_offset(l, i) == l.offset + i: the kernels' fast path.
+__device__ __forceinline__ bool strided_contiguous(const StridedLayout& l) {
+  long long expect = 1;
+  bool ok = true;
+#pragma unroll
+  for (int d = 7; d >= 0; --d) {
+    if (d < l.rank) {
+      if (l.shape[d] != 1 && l.stride[d] != expect) ok = false;
+      expect *= l.shape[d];
+    }
+  }
+  return ok;
+}
+
+}  // namespace vlk

@@ -40,7 +40,9 @@ pub struct NoGradGuard {
 
 impl NoGradGuard {
     pub fn new() -> Self {
-        NoGradGuard { previous: GRAD_ENABLED.with(|g| g.replace(false)) }
+        NoGradGuard {
+            previous: GRAD_ENABLED.with(|g| g.replace(false)),
+        }
     }
 }
 
@@ -118,7 +120,13 @@ impl Tensor {
     /// Backward from a scalar (any shape with one element), seeding dL/dL = 1.
     pub fn backward(&self) -> Result<Grads> {
         if self.elem_count() != 1 {
-            return Err(Error::shape("backward", format!("backward() needs a single-element loss, got shape {:?}; use backward_with_grad", self.dims())));
+            return Err(Error::shape(
+                "backward",
+                format!(
+                    "backward() needs a single-element loss, got shape {:?}; use backward_with_grad",
+                    self.dims()
+                ),
+            ));
         }
         self.backward_with_grad(&self.ones_like()?)
     }
@@ -126,10 +134,15 @@ impl Tensor {
     /// Backward seeded with an explicit gradient of self's shape.
     pub fn backward_with_grad(&self, seed: &Tensor) -> Result<Grads> {
         if seed.dims() != self.dims() {
-            return Err(Error::shape("backward", format!("seed gradient {:?} does not match output {:?}", seed.dims(), self.dims())));
+            return Err(Error::shape(
+                "backward",
+                format!("seed gradient {:?} does not match output {:?}", seed.dims(), self.dims()),
+            ));
         }
         if !self.requires_grad() {
-            return Err(Error::msg("backward: the tensor does not depend on any variable (was it computed under no_grad or from detached values?)"));
+            return Err(Error::msg(
+                "backward: the tensor does not depend on any variable (was it computed under no_grad or from detached values?)",
+            ));
         }
         let _guard = NoGradGuard::new();
         let order = topological_order(self);
@@ -146,7 +159,12 @@ impl Tensor {
             };
             let input_grads = (node.backward)(&grad)?;
             if input_grads.len() != node.inputs.len() {
-                return Err(Error::msg(format!("backward of {}: {} gradients for {} inputs", node.op, input_grads.len(), node.inputs.len())));
+                return Err(Error::msg(format!(
+                    "backward of {}: {} gradients for {} inputs",
+                    node.op,
+                    input_grads.len(),
+                    node.inputs.len()
+                )));
             }
             for (input, g) in node.inputs.iter().zip(input_grads) {
                 let Some(g) = g else { continue };
@@ -154,7 +172,15 @@ impl Tensor {
                     continue;
                 }
                 if g.dims() != input.dims() {
-                    return Err(Error::shape("backward", format!("{} produced a gradient of shape {:?} for an input of shape {:?}", node.op, g.dims(), input.dims())));
+                    return Err(Error::shape(
+                        "backward",
+                        format!(
+                            "{} produced a gradient of shape {:?} for an input of shape {:?}",
+                            node.op,
+                            g.dims(),
+                            input.dims()
+                        ),
+                    ));
                 }
                 let g = match pending.remove(&input.id()) {
                     Some(acc) => acc.add(&g)?,

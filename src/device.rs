@@ -20,7 +20,10 @@ impl Device {
             "cuda" | "gpu" => Ok(Device::Cuda(0)),
             other => match other.strip_prefix("cuda:").and_then(|n| n.parse().ok()) {
                 Some(n) => Ok(Device::Cuda(n)),
-                None => Err(Error::device("device", format!("unknown device '{s}' (expected cpu, cuda, cuda:N or emu)"))),
+                None => Err(Error::device(
+                    "device",
+                    format!("unknown device '{s}' (expected cpu, cuda, cuda:N or emu)"),
+                )),
             },
         }
     }

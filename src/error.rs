@@ -56,7 +56,10 @@ impl Error {
         Error::Index { op, msg: msg.into() }
     }
     pub fn file(path: impl AsRef<std::path::Path>, msg: impl fmt::Display) -> Self {
-        Error::File { path: path.as_ref().display().to_string(), msg: msg.to_string() }
+        Error::File {
+            path: path.as_ref().display().to_string(),
+            msg: msg.to_string(),
+        }
     }
     pub fn msg(msg: impl Into<String>) -> Self {
         Error::Msg(msg.into())

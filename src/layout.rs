@@ -38,7 +38,11 @@ pub fn broadcast_shape(op: &'static str, a: &[usize], b: &[usize]) -> Result<Vec
 
 impl Layout {
     pub fn contiguous(shape: &[usize]) -> Self {
-        Layout { shape: shape.to_vec(), strides: contiguous_strides(shape), offset: 0 }
+        Layout {
+            shape: shape.to_vec(),
+            strides: contiguous_strides(shape),
+            offset: 0,
+        }
     }
 
     pub fn new(shape: Vec<usize>, strides: Vec<usize>, offset: usize) -> Self {
@@ -82,13 +86,20 @@ impl Layout {
         if !self.is_contiguous() {
             return None;
         }
-        Some(Layout { shape: shape.to_vec(), strides: contiguous_strides(shape), offset: self.offset })
+        Some(Layout {
+            shape: shape.to_vec(),
+            strides: contiguous_strides(shape),
+            offset: self.offset,
+        })
     }
 
     pub fn permute(&self, dims: &[usize]) -> Result<Layout> {
         let mut seen = vec![false; self.rank()];
         if dims.len() != self.rank() || dims.iter().any(|&d| d >= self.rank() || std::mem::replace(&mut seen[d], true)) {
-            return Err(Error::shape("permute", format!("{dims:?} is not a permutation of the {} dims of {:?}", self.rank(), self.shape)));
+            return Err(Error::shape(
+                "permute",
+                format!("{dims:?} is not a permutation of the {} dims of {:?}", self.rank(), self.shape),
+            ));
         }
         Ok(Layout {
             shape: dims.iter().map(|&d| self.shape[d]).collect(),
@@ -99,11 +110,18 @@ impl Layout {
 
     pub fn narrow(&self, dim: usize, start: usize, len: usize) -> Result<Layout> {
         if dim >= self.rank() || start + len > self.shape[dim] {
-            return Err(Error::index("narrow", format!("dim {dim} range {start}..{} out of bounds for shape {:?}", start + len, self.shape)));
+            return Err(Error::index(
+                "narrow",
+                format!("dim {dim} range {start}..{} out of bounds for shape {:?}", start + len, self.shape),
+            ));
         }
         let mut shape = self.shape.clone();
         shape[dim] = len;
-        Ok(Layout { shape, strides: self.strides.clone(), offset: self.offset + start * self.strides[dim] })
+        Ok(Layout {
+            shape,
+            strides: self.strides.clone(),
+            offset: self.offset + start * self.strides[dim],
+        })
     }
 
     /// Broadcast to `shape` (which may add leading dims) with stride 0 on the broadcast dims.
@@ -123,12 +141,21 @@ impl Layout {
                 return Err(Error::shape("broadcast", format!("cannot broadcast {:?} to {shape:?}", self.shape)));
             };
         }
-        Ok(Layout { shape: shape.to_vec(), strides, offset: self.offset })
+        Ok(Layout {
+            shape: shape.to_vec(),
+            strides,
+            offset: self.offset,
+        })
     }
 
     /// Offsets of every element in row-major order of the shape.
     pub fn offsets(&self) -> StridedOffsets<'_> {
-        StridedOffsets { layout: self, index: vec![0; self.rank()], next: Some(self.offset), remaining: self.elem_count() }
+        StridedOffsets {
+            layout: self,
+            index: vec![0; self.rank()],
+            next: Some(self.offset),
+            remaining: self.elem_count(),
+        }
     }
 
     /// The layout as (outer offsets, inner block): the innermost run of dimensions that is
@@ -144,7 +171,11 @@ impl Layout {
                 break;
             }
         }
-        let outer = Layout { shape: self.shape[..split].to_vec(), strides: self.strides[..split].to_vec(), offset: self.offset };
+        let outer = Layout {
+            shape: self.shape[..split].to_vec(),
+            strides: self.strides[..split].to_vec(),
+            offset: self.offset,
+        };
         if self.elem_count() == 0 {
             return (vec![], block);
         }

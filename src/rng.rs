@@ -22,7 +22,10 @@ fn splitmix64(x: &mut u64) -> u64 {
 impl Rng {
     pub fn new(seed: u64) -> Self {
         let mut x = seed;
-        Rng { s: [splitmix64(&mut x), splitmix64(&mut x), splitmix64(&mut x), splitmix64(&mut x)], spare_normal: None }
+        Rng {
+            s: [splitmix64(&mut x), splitmix64(&mut x), splitmix64(&mut x), splitmix64(&mut x)],
+            spare_normal: None,
+        }
     }
 
     /// The full state, for checkpoints: four words plus the pending normal (bits, or u64::MAX
@@ -36,7 +39,10 @@ impl Rng {
     }
 
     pub fn from_state(state: [u64; 6]) -> Self {
-        Rng { s: [state[0], state[1], state[2], state[3]], spare_normal: (state[4] == 1).then_some(state[5]) }
+        Rng {
+            s: [state[0], state[1], state[2], state[3]],
+            spare_normal: (state[4] == 1).then_some(state[5]),
+        }
     }
 
     pub fn next_u64(&mut self) -> u64 {

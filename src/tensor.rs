@@ -119,7 +119,10 @@ impl Tensor {
 
     /// Size of `dim`, with a clear error when the tensor has fewer dims.
     pub fn dim(&self, dim: usize) -> Result<usize> {
-        self.dims().get(dim).copied().ok_or_else(|| Error::shape("dim", format!("dim {dim} out of range for shape {:?}", self.dims())))
+        self.dims()
+            .get(dim)
+            .copied()
+            .ok_or_else(|| Error::shape("dim", format!("dim {dim} out of range for shape {:?}", self.dims())))
     }
 
     pub(crate) fn storage(&self) -> RwLockReadGuard<'_, Storage> {
@@ -138,9 +141,12 @@ impl Tensor {
 
     pub fn from_cpu_storage(data: CpuStorage, shape: &[usize], device: Device) -> Result<Tensor> {
         if data.len() != shape.iter().product::<usize>() {
-            return Err(Error::shape("from_vec", format!("{} elements do not fill shape {shape:?}", data.len())));
+            return Err(Error::shape(
+                "from_vec",
+                format!("{} elements do not fill shape {shape:?}", data.len()),
+            ));
         }
-        let storage = backend::for_device(device)?.from_cpu(data)?;
+        let storage = backend::for_device(device)?.upload(data)?;
         Ok(Tensor::from_storage(storage, shape))
     }
 
@@ -254,7 +260,10 @@ impl Tensor {
 
     pub fn to_scalar<T: WithDType>(&self) -> Result<T> {
         if self.elem_count() != 1 {
-            return Err(Error::shape("to_scalar", format!("expected one element, got shape {:?}", self.dims())));
+            return Err(Error::shape(
+                "to_scalar",
+                format!("expected one element, got shape {:?}", self.dims()),
+            ));
         }
         Ok(self.to_vec::<T>()?[0])
     }
@@ -280,7 +289,10 @@ impl Tensor {
     /// depends on (optimisers, loading weights).
     pub(crate) fn update_in_place<R>(&self, op: &'static str, f: impl FnOnce(&mut dyn BackendStorage, &Layout) -> Result<R>) -> Result<R> {
         if !self.is_contiguous() {
-            return Err(Error::shape(op, format!("in-place update needs a contiguous tensor, got layout {:?}", self.layout())));
+            return Err(Error::shape(
+                op,
+                format!("in-place update needs a contiguous tensor, got layout {:?}", self.layout()),
+            ));
         }
         let mut guard = self.storage_mut();
         f(guard.as_mut(), self.layout())
@@ -289,7 +301,10 @@ impl Tensor {
     /// Overwrites the values of self with those of `src` (same shape; converted to self's dtype).
     pub fn assign(&self, src: &Tensor) -> Result<()> {
         if src.dims() != self.dims() {
-            return Err(Error::shape("assign", format!("source shape {:?} differs from destination {:?}", src.dims(), self.dims())));
+            return Err(Error::shape(
+                "assign",
+                format!("source shape {:?} differs from destination {:?}", src.dims(), self.dims()),
+            ));
         }
         let src = src.to_dtype(self.dtype())?.to_device(self.device())?;
         if src.same_storage(self) {

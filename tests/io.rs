@@ -24,9 +24,14 @@ fn truncated_file_is_an_error_naming_the_file() {
     let bytes = std::fs::read(&path).unwrap();
     std::fs::write(&path, &bytes[..bytes.len() - 10]).unwrap();
     let e = load(&path, Device::Cpu).unwrap_err().to_string();
-    assert!(e.contains(&path.display().to_string()) && e.contains("not a valid safetensors file"), "{e}");
+    assert!(
+        e.contains(&path.display().to_string()) && e.contains("not a valid safetensors file"),
+        "{e}"
+    );
     std::fs::write(&path, b"garbage").unwrap();
-    let e = load_into(&store_with(&[8, 8]), &path, LoadOptions::default()).unwrap_err().to_string();
+    let e = load_into(&store_with(&[8, 8]), &path, LoadOptions::default())
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("not a valid safetensors file"), "{e}");
 }
 
@@ -38,7 +43,11 @@ fn wrong_shape_names_tensor_and_both_shapes() {
     let before = target.get("layer.weight").unwrap().to_vec::<f32>().unwrap();
     let e = load_into(&target, &path, LoadOptions::default()).unwrap_err().to_string();
     assert!(e.contains("'layer.weight'") && e.contains("[4, 3]") && e.contains("[3, 4]"), "{e}");
-    assert_eq!(target.get("layer.weight").unwrap().to_vec::<f32>().unwrap(), before, "a failed load changes nothing");
+    assert_eq!(
+        target.get("layer.weight").unwrap().to_vec::<f32>().unwrap(),
+        before,
+        "a failed load changes nothing"
+    );
 }
 
 #[test]
@@ -52,7 +61,10 @@ fn missing_and_unexpected_tensors() {
     let empty = ParamStore::new(Device::Cpu, DType::F32, 0);
     let e = load_into(&empty, &path, LoadOptions::default()).unwrap_err().to_string();
     assert!(e.contains("unexpected tensors") && e.contains("layer.weight"), "{e}");
-    assert_eq!(load_into(&empty, &path, LoadOptions { allow_unused: true }).unwrap(), vec!["layer.weight".to_string()]);
+    assert_eq!(
+        load_into(&empty, &path, LoadOptions { allow_unused: true }).unwrap(),
+        vec!["layer.weight".to_string()]
+    );
 }
 
 #[test]
@@ -72,7 +84,12 @@ fn dtypes_round_trip_and_save_is_atomic() {
     let vals = vec![1.5f32, -2.25, 3.0, 0.125];
     let tensors: Vec<(String, Tensor)> = [DType::F32, DType::F16, DType::BF16, DType::F64]
         .iter()
-        .map(|&d| (format!("t_{d}"), Tensor::from_vec(vals.clone(), &[2, 2], Device::Cpu).unwrap().to_dtype(d).unwrap()))
+        .map(|&d| {
+            (
+                format!("t_{d}"),
+                Tensor::from_vec(vals.clone(), &[2, 2], Device::Cpu).unwrap().to_dtype(d).unwrap(),
+            )
+        })
         .chain([("ids".to_string(), Tensor::from_vec(vec![1i64, 2, 3], &[3], Device::Cpu).unwrap())])
         .collect();
     save(&path, &tensors).unwrap();
@@ -87,6 +104,10 @@ fn dtypes_round_trip_and_save_is_atomic() {
     std::fs::write(&blocker, b"x").unwrap();
     assert!(save(blocker.join("model.safetensors"), &tensors).is_err());
     assert_eq!(load(&path, Device::Cpu).unwrap().len(), tensors.len());
-    let leftovers: Vec<_> = std::fs::read_dir(path.parent().unwrap()).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().contains(".tmp-")).collect();
+    let leftovers: Vec<_> = std::fs::read_dir(path.parent().unwrap())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
+        .collect();
     assert!(leftovers.is_empty(), "no temporary files left behind");
 }

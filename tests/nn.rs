@@ -28,7 +28,14 @@ impl Block {
 
     fn forward(&self, x: &Tensor, causal: bool) -> Result<Tensor> {
         let h = self.ln1.forward(x)?;
-        let x = x.add(&self.attn.forward(&h, &h, AttentionOptions { causal, ..Default::default() })?)?;
+        let x = x.add(&self.attn.forward(
+            &h,
+            &h,
+            AttentionOptions {
+                causal,
+                ..Default::default()
+            },
+        )?)?;
         x.add(&self.mlp.forward(&self.ln2.forward(&x)?)?)
     }
 }
@@ -46,11 +53,28 @@ fn mlp_learns_xor_like_problem_with_adamw() {
     let ys: Vec<u32> = (0..n).map(|i| u32::from(xs[2 * i] * xs[2 * i + 1] > 0.0)).collect();
     let x = Tensor::from_vec(xs, &[n, 2], Device::Cpu).unwrap();
     let y = Tensor::from_vec(ys, &[n], Device::Cpu).unwrap();
-    let mut opt = AdamW::new(store.named(), AdamWConfig { lr: 0.02, ..Default::default() }).unwrap();
+    let mut opt = AdamW::new(
+        store.named(),
+        AdamWConfig {
+            lr: 0.02,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     let mut last = f64::INFINITY;
-    let first = fc2.forward(&fc1.forward(&x).unwrap().tanh().unwrap()).unwrap().cross_entropy(&y, -100).unwrap().to_f64().unwrap();
+    let first = fc2
+        .forward(&fc1.forward(&x).unwrap().tanh().unwrap())
+        .unwrap()
+        .cross_entropy(&y, -100)
+        .unwrap()
+        .to_f64()
+        .unwrap();
     for _ in 0..300 {
-        let loss = fc2.forward(&fc1.forward(&x).unwrap().tanh().unwrap()).unwrap().cross_entropy(&y, -100).unwrap();
+        let loss = fc2
+            .forward(&fc1.forward(&x).unwrap().tanh().unwrap())
+            .unwrap()
+            .cross_entropy(&y, -100)
+            .unwrap();
         let grads = loss.backward().unwrap();
         assert_eq!(grads.len(), 4, "every parameter gets a gradient");
         opt.step(&grads, 0.02, 1.0).unwrap();
@@ -74,7 +98,11 @@ fn transformer_block_round_trips_through_safetensors() {
 
     let other = ParamStore::new(Device::Cpu, DType::F32, 99);
     let loaded = Block::new(&other.root().pp("encoder.layers.0"), 16, 4).unwrap();
-    assert_ne!(loaded.forward(&x, true).unwrap().to_vec::<f32>().unwrap(), before, "different seeds differ");
+    assert_ne!(
+        loaded.forward(&x, true).unwrap().to_vec::<f32>().unwrap(),
+        before,
+        "different seeds differ"
+    );
     let unused = load_into(&other, &path, LoadOptions::default()).unwrap();
     assert!(unused.is_empty());
     assert_eq!(loaded.forward(&x, true).unwrap().to_vec::<f32>().unwrap(), before);
@@ -84,7 +112,13 @@ fn transformer_block_round_trips_through_safetensors() {
     let half = ParamStore::new(Device::Cpu, DType::BF16, 0);
     let hb = Block::new(&half.root().pp("encoder.layers.0"), 16, 4).unwrap();
     load_into(&half, &path, LoadOptions::default()).unwrap();
-    let out = hb.forward(&x.to_dtype(DType::BF16).unwrap(), true).unwrap().to_dtype(DType::F32).unwrap().to_vec::<f32>().unwrap();
+    let out = hb
+        .forward(&x.to_dtype(DType::BF16).unwrap(), true)
+        .unwrap()
+        .to_dtype(DType::F32)
+        .unwrap()
+        .to_vec::<f32>()
+        .unwrap();
     let err = out.iter().zip(&before).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
     assert!(err < 0.2, "bf16 block output within bf16 rounding: {err}");
     std::fs::remove_dir_all(&dir).ok();
@@ -94,7 +128,13 @@ fn transformer_block_round_trips_through_safetensors() {
 fn adamw_step_matches_the_formula() {
     let store = ParamStore::new(Device::Cpu, DType::F64, 0);
     let p = store.root().param("w", &[2, 2], vlk::nn::Init::Const(1.0)).unwrap();
-    let cfg = AdamWConfig { lr: 0.1, beta1: 0.9, beta2: 0.99, eps: 1e-8, weight_decay: 0.5 };
+    let cfg = AdamWConfig {
+        lr: 0.1,
+        beta1: 0.9,
+        beta2: 0.99,
+        eps: 1e-8,
+        weight_decay: 0.5,
+    };
     let mut opt = AdamW::new(store.named(), cfg).unwrap();
     let grads = p.mul_scalar(3.0).unwrap().sum_all().unwrap().backward().unwrap(); // dL/dw = 3
     opt.step(&grads, 0.1, 1.0).unwrap();
@@ -117,7 +157,12 @@ fn sgd_momentum_schedule_and_clipping() {
     // g1 = 4 -> p = 1.6; g2 = 3.2, buf = 0.9*4 + 3.2 = 6.8 -> p = 0.92
     assert!((p.to_vec::<f64>().unwrap()[0] - 0.92).abs() < 1e-12);
 
-    let s = CosineSchedule { peak_lr: 1.0, min_lr: 0.0, warmup_steps: 10, total_steps: 110 };
+    let s = CosineSchedule {
+        peak_lr: 1.0,
+        min_lr: 0.0,
+        warmup_steps: 10,
+        total_steps: 110,
+    };
     assert!((s.lr(0) - 0.1).abs() < 1e-12 && (s.lr(9) - 1.0).abs() < 1e-12);
     assert!((s.lr(60) - 0.5).abs() < 1e-12 && s.lr(110).abs() < 1e-12);
 

@@ -25,7 +25,11 @@ fn naive_matmul(a: &[f64], b: &[f64], m: usize, k: usize, n: usize) -> Vec<f64> 
 }
 
 fn cfg(cases: u32) -> ProptestConfig {
-    ProptestConfig { cases, failure_persistence: None, ..ProptestConfig::default() }
+    ProptestConfig {
+        cases,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    }
 }
 
 proptest! {
@@ -163,7 +167,13 @@ fn activations_match_known_values() {
     let x = Tensor::from_vec(vec![-3.0f64, -1.0, 0.0, 0.5, 2.0], &[5], Device::Cpu).unwrap();
     // GELU(x) = x * Phi(x): Phi(-3) = 0.0013498980316301, Phi(-1) = 0.15865525393145707,
     // Phi(0.5) = 0.6914624612740131, Phi(2) = 0.9772498680518208.
-    let want = [-3.0 * 0.0013498980316301, -0.15865525393145707, 0.0, 0.5 * 0.6914624612740131, 2.0 * 0.9772498680518208];
+    let want = [
+        -3.0 * 0.0013498980316301,
+        -0.15865525393145707,
+        0.0,
+        0.5 * 0.6914624612740131,
+        2.0 * 0.9772498680518208,
+    ];
     let got = x.gelu().unwrap().to_vec::<f64>().unwrap();
     for (g, w) in got.iter().zip(want) {
         assert!((g - w).abs() < 1e-14, "gelu {g} vs {w}");
@@ -184,7 +194,16 @@ fn fully_masked_attention_rows_are_zero() {
     let k = randn(&mut rng, &[1, 1, 2, 8], DType::F32).to_var().unwrap();
     let v = randn(&mut rng, &[1, 1, 2, 8], DType::F32).to_var().unwrap();
     // Causal with Sq > Sk: the first two queries see no key.
-    let out = Tensor::attention(&q, &k, &v, AttentionOptions { causal: true, ..Default::default() }).unwrap();
+    let out = Tensor::attention(
+        &q,
+        &k,
+        &v,
+        AttentionOptions {
+            causal: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     let vals = out.to_vec::<f32>().unwrap();
     assert!(vals[..16].iter().all(|&x| x == 0.0), "hidden rows must be 0: {:?}", &vals[..16]);
     assert!(vals[16..].iter().all(|x| x.is_finite() && *x != 0.0));

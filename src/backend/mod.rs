@@ -37,7 +37,10 @@ pub enum UnaryOp {
     /// x * sigmoid(x).
     Silu,
     /// x * mul + add.
-    Affine { mul: f64, add: f64 },
+    Affine {
+        mul: f64,
+        add: f64,
+    },
     /// x ^ e.
     Powf(f64),
 }
@@ -97,7 +100,7 @@ pub struct AdamWStep {
 pub trait Backend: Send + Sync {
     fn device(&self) -> Device;
     fn zeros(&self, len: usize, dtype: DType) -> Result<Storage>;
-    fn from_cpu(&self, data: CpuStorage) -> Result<Storage>;
+    fn upload(&self, data: CpuStorage) -> Result<Storage>;
     /// Waits for all queued work (no-op on synchronous backends).
     fn synchronize(&self) -> Result<()> {
         Ok(())
@@ -131,7 +134,12 @@ pub trait BackendStorage: Send + Sync + std::fmt::Debug {
     fn cmp(&self, layout: &Layout, rhs: &dyn BackendStorage, rhs_layout: &Layout, op: CmpOp) -> Result<Storage>;
     /// `cond ? on_true : on_false` elementwise; all three layouts have the output shape; cond is
     /// any dtype (nonzero = true).
-    fn where_cond(&self, layout: &Layout, on_true: (&dyn BackendStorage, &Layout), on_false: (&dyn BackendStorage, &Layout)) -> Result<Storage>;
+    fn where_cond(
+        &self,
+        layout: &Layout,
+        on_true: (&dyn BackendStorage, &Layout),
+        on_false: (&dyn BackendStorage, &Layout),
+    ) -> Result<Storage>;
     /// Reduces `axis`, which stays in the output with size 1.
     fn reduce(&self, layout: &Layout, op: ReduceOp, axis: usize) -> Result<Storage>;
 
@@ -146,7 +154,13 @@ pub trait BackendStorage: Send + Sync + std::fmt::Debug {
 
     /// Layer norm over the last dim of size C; gamma and beta are contiguous [C]. Returns
     /// (y, mean, rstd) with mean and rstd [rows] in the compute dtype (f64 for f64, else f32).
-    fn layer_norm(&self, layout: &Layout, gamma: &dyn BackendStorage, beta: &dyn BackendStorage, eps: f64) -> Result<(Storage, Storage, Storage)>;
+    fn layer_norm(
+        &self,
+        layout: &Layout,
+        gamma: &dyn BackendStorage,
+        beta: &dyn BackendStorage,
+        eps: f64,
+    ) -> Result<(Storage, Storage, Storage)>;
     /// Returns (dx, dgamma, dbeta); self is x.
     fn layer_norm_backward(
         &self,
@@ -161,8 +175,16 @@ pub trait BackendStorage: Send + Sync + std::fmt::Debug {
     /// Fused softmax cross-entropy over the last dim of [rows, classes] logits (self) with u32/i64
     /// targets [rows]. Returns (loss per row, logsumexp per row in the compute dtype); rows whose
     /// target equals `ignore_index` get loss 0.
-    fn softmax_xent(&self, layout: &Layout, targets: &dyn BackendStorage, targets_layout: &Layout, ignore_index: i64) -> Result<(Storage, Storage)>;
+    fn softmax_xent(
+        &self,
+        layout: &Layout,
+        targets: &dyn BackendStorage,
+        targets_layout: &Layout,
+        ignore_index: i64,
+    ) -> Result<(Storage, Storage)>;
     /// dlogits = (softmax - onehot) * dloss[row], recomputed from the saved logsumexp.
+    #[allow(clippy::too_many_arguments)]
+    #[allow(clippy::too_many_arguments)]
     fn softmax_xent_backward(
         &self,
         layout: &Layout,
@@ -205,7 +227,14 @@ pub trait BackendStorage: Send + Sync + std::fmt::Debug {
     fn index_add(&self, layout: &Layout, ids: &dyn BackendStorage, ids_layout: &Layout, dim: usize, dim_size: usize) -> Result<Storage>;
 
     /// In-place AdamW on a contiguous parameter (self) with its moments.
-    fn adamw_step(&mut self, grad: &dyn BackendStorage, grad_layout: &Layout, m: &mut dyn BackendStorage, v: &mut dyn BackendStorage, step: &AdamWStep) -> Result<()>;
+    fn adamw_step(
+        &mut self,
+        grad: &dyn BackendStorage,
+        grad_layout: &Layout,
+        m: &mut dyn BackendStorage,
+        v: &mut dyn BackendStorage,
+        step: &AdamWStep,
+    ) -> Result<()>;
 }
 
 /// The backend that owns memory on `device`.
@@ -218,10 +247,14 @@ pub fn for_device(device: Device) -> Result<&'static dyn Backend> {
 
 /// Downcasts an operand to the backend's own storage type, with an error naming the op.
 pub fn expect_storage<'a, S: 'static>(s: &'a dyn BackendStorage, op: &'static str) -> Result<&'a S> {
-    s.as_any().downcast_ref::<S>().ok_or_else(|| Error::device(op, format!("operand lives on {:?}", s.device())))
+    s.as_any()
+        .downcast_ref::<S>()
+        .ok_or_else(|| Error::device(op, format!("operand lives on {:?}", s.device())))
 }
 
 pub fn expect_storage_mut<'a, S: 'static>(s: &'a mut dyn BackendStorage, op: &'static str) -> Result<&'a mut S> {
     let device = s.device();
-    s.as_any_mut().downcast_mut::<S>().ok_or_else(|| Error::device(op, format!("operand lives on {device:?}")))
+    s.as_any_mut()
+        .downcast_mut::<S>()
+        .ok_or_else(|| Error::device(op, format!("operand lives on {device:?}")))
 }

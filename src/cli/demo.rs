@@ -45,7 +45,10 @@ pub struct Mlp {
 impl Mlp {
     pub fn new(store: &ParamStore, hidden: usize, classes: usize) -> Result<Self> {
         let root = store.root();
-        Ok(Mlp { fc1: Linear::new(&root.pp("fc1"), 2, hidden, true)?, fc2: Linear::new(&root.pp("fc2"), hidden, classes, true)? })
+        Ok(Mlp {
+            fc1: Linear::new(&root.pp("fc1"), 2, hidden, true)?,
+            fc2: Linear::new(&root.pp("fc2"), hidden, classes, true)?,
+        })
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
@@ -64,8 +67,20 @@ pub fn run(args: DemoArgs) -> Result<()> {
     let (test_x, test_y) = spirals(&mut rng, 768, classes);
     let store = ParamStore::new(device, DType::F32, args.seed);
     let model = Mlp::new(&store, 128, classes)?;
-    let mut opt = AdamW::new(store.named(), AdamWConfig { lr: 1e-2, weight_decay: 1e-4, ..Default::default() })?;
-    let schedule = CosineSchedule { peak_lr: 1e-2, min_lr: 1e-4, warmup_steps: 20, total_steps: args.steps };
+    let mut opt = AdamW::new(
+        store.named(),
+        AdamWConfig {
+            lr: 1e-2,
+            weight_decay: 1e-4,
+            ..Default::default()
+        },
+    )?;
+    let schedule = CosineSchedule {
+        peak_lr: 1e-2,
+        min_lr: 1e-4,
+        warmup_steps: 20,
+        total_steps: args.steps,
+    };
     let x = Tensor::from_vec(train_x, &[train_y.len(), 2], device)?;
     let y = Tensor::from_vec(train_y.clone(), &[train_y.len()], device)?;
     let start = std::time::Instant::now();
@@ -80,9 +95,19 @@ pub fn run(args: DemoArgs) -> Result<()> {
     }
     let logits = vlk::no_grad(|| model.forward(&Tensor::from_vec(test_x, &[test_y.len(), 2], device)?))?;
     let rows = logits.to_dtype(DType::F64)?.to_vec2::<f64>()?;
-    let correct = rows.iter().zip(&test_y).filter(|(r, &t)| r.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i as u32) == Some(t)).count();
+    let correct = rows
+        .iter()
+        .zip(&test_y)
+        .filter(|(r, &t)| r.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i as u32) == Some(t))
+        .count();
     let path = args.out.join("model.safetensors");
     vlk::io::safetensors::save(&path, &store.named())?;
-    println!("test accuracy {:.1}% after {} steps in {:.1}s; weights in {}", 100.0 * correct as f64 / test_y.len() as f64, args.steps, start.elapsed().as_secs_f64(), path.display());
+    println!(
+        "test accuracy {:.1}% after {} steps in {:.1}s; weights in {}",
+        100.0 * correct as f64 / test_y.len() as f64,
+        args.steps,
+        start.elapsed().as_secs_f64(),
+        path.display()
+    );
     Ok(())
 }

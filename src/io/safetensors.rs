@@ -35,7 +35,12 @@ fn storage_from_view(path: &Path, name: &str, view: &TensorView) -> Result<CpuSt
         StDtype::BF16 => CpuStorage::BF16(from_bytes::<u16>(data).into_iter().map(bf16::from_bits).collect()),
         StDtype::I64 => CpuStorage::I64(from_bytes::<i64>(data)),
         StDtype::U32 => CpuStorage::U32(from_bytes::<u32>(data)),
-        other => return Err(Error::file(path, format!("tensor '{name}' has unsupported dtype {other:?} (vlk reads f32, f16, bf16, f64, i64, u32)"))),
+        other => {
+            return Err(Error::file(
+                path,
+                format!("tensor '{name}' has unsupported dtype {other:?} (vlk reads f32, f16, bf16, f64, i64, u32)"),
+            ))
+        }
     })
 }
 
@@ -67,11 +72,15 @@ pub fn save(path: impl AsRef<Path>, tensors: &[(String, Tensor)]) -> Result<()> 
 
 pub fn save_with_metadata(path: impl AsRef<Path>, tensors: &[(String, Tensor)], metadata: Option<HashMap<String, String>>) -> Result<()> {
     let path = path.as_ref();
-    let host: Vec<(String, CpuStorage, Vec<usize>)> = tensors.iter().map(|(n, t)| Ok((n.clone(), t.to_cpu_storage()?, t.dims().to_vec()))).collect::<Result<_>>()?;
+    let host: Vec<(String, CpuStorage, Vec<usize>)> = tensors
+        .iter()
+        .map(|(n, t)| Ok((n.clone(), t.to_cpu_storage()?, t.dims().to_vec())))
+        .collect::<Result<_>>()?;
     let views = host
         .iter()
         .map(|(n, s, shape)| {
-            let view = TensorView::new(to_st_dtype(s.dtype()), shape.clone(), s.as_bytes()).map_err(|e| Error::file(path, format!("tensor '{n}': {e}")))?;
+            let view = TensorView::new(to_st_dtype(s.dtype()), shape.clone(), s.as_bytes())
+                .map_err(|e| Error::file(path, format!("tensor '{n}': {e}")))?;
             Ok((n.as_str(), view))
         })
         .collect::<Result<Vec<_>>>()?;
@@ -97,9 +106,18 @@ pub fn load_into(store: &ParamStore, path: impl AsRef<Path>, opts: LoadOptions) 
     // Check everything before writing anything, so a bad file leaves the store untouched.
     let mut pending = Vec::new();
     for (name, param) in store.named() {
-        let view = st.tensor(&name).map_err(|_| Error::Checkpoint { msg: format!("{}: missing tensor '{name}' (shape {:?})", path.display(), param.dims()) })?;
+        let view = st.tensor(&name).map_err(|_| Error::Checkpoint {
+            msg: format!("{}: missing tensor '{name}' (shape {:?})", path.display(), param.dims()),
+        })?;
         if view.shape() != param.dims() {
-            return Err(Error::Checkpoint { msg: format!("{}: tensor '{name}' has shape {:?}, the model expects {:?}", path.display(), view.shape(), param.dims()) });
+            return Err(Error::Checkpoint {
+                msg: format!(
+                    "{}: tensor '{name}' has shape {:?}, the model expects {:?}",
+                    path.display(),
+                    view.shape(),
+                    param.dims()
+                ),
+            });
         }
         let storage = storage_from_view(path, &name, &view)?;
         pending.push((param, Tensor::from_cpu_storage(storage, view.shape(), Device::Cpu)?));
@@ -111,7 +129,9 @@ pub fn load_into(store: &ParamStore, path: impl AsRef<Path>, opts: LoadOptions) 
     let mut unused: Vec<String> = names.difference(&used).cloned().collect();
     unused.sort();
     if !opts.allow_unused && !unused.is_empty() {
-        return Err(Error::Checkpoint { msg: format!("{}: unexpected tensors {:?}", path.display(), unused) });
+        return Err(Error::Checkpoint {
+            msg: format!("{}: unexpected tensors {:?}", path.display(), unused),
+        });
     }
     Ok(unused)
 }

@@ -7,12 +7,22 @@ pub enum Init {
     Zeros,
     Ones,
     Const(f64),
-    Normal { std: f64 },
-    Uniform { lo: f64, hi: f64 },
+    Normal {
+        std: f64,
+    },
+    Uniform {
+        lo: f64,
+        hi: f64,
+    },
     /// U(-1/sqrt(fan_in), 1/sqrt(fan_in)): PyTorch's default for Linear and Conv weights.
-    FanInUniform { fan_in: usize },
+    FanInUniform {
+        fan_in: usize,
+    },
     /// Glorot: U(-a, a) with a = sqrt(6 / (fan_in + fan_out)).
-    XavierUniform { fan_in: usize, fan_out: usize },
+    XavierUniform {
+        fan_in: usize,
+        fan_out: usize,
+    },
 }
 
 impl Init {

@@ -15,14 +15,21 @@ pub struct Linear {
 impl Linear {
     pub fn new(scope: &Scope, in_dim: usize, out_dim: usize, bias: bool) -> Result<Self> {
         let weight = scope.param("weight", &[out_dim, in_dim], Init::FanInUniform { fan_in: in_dim })?;
-        let bias = if bias { Some(scope.param("bias", &[out_dim], Init::FanInUniform { fan_in: in_dim })?) } else { None };
+        let bias = if bias {
+            Some(scope.param("bias", &[out_dim], Init::FanInUniform { fan_in: in_dim })?)
+        } else {
+            None
+        };
         Ok(Linear { weight, bias })
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let in_dim = self.weight.dims()[1];
         if x.dims().last() != Some(&in_dim) {
-            return Err(Error::shape("linear", format!("input {:?} does not end in {in_dim} (weight {:?})", x.dims(), self.weight.dims())));
+            return Err(Error::shape(
+                "linear",
+                format!("input {:?} does not end in {in_dim} (weight {:?})", x.dims(), self.weight.dims()),
+            ));
         }
         // One 2-d product over all leading dims, so the weight is packed once.
         let lead = &x.dims()[..x.rank() - 1];
@@ -44,7 +51,11 @@ pub struct LayerNorm {
 
 impl LayerNorm {
     pub fn new(scope: &Scope, dim: usize, eps: f64) -> Result<Self> {
-        Ok(LayerNorm { weight: scope.param("weight", &[dim], Init::Ones)?, bias: scope.param("bias", &[dim], Init::Zeros)?, eps })
+        Ok(LayerNorm {
+            weight: scope.param("weight", &[dim], Init::Ones)?,
+            bias: scope.param("bias", &[dim], Init::Zeros)?,
+            eps,
+        })
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
@@ -59,7 +70,9 @@ pub struct Embedding {
 
 impl Embedding {
     pub fn new(scope: &Scope, vocab: usize, dim: usize, std: f64) -> Result<Self> {
-        Ok(Embedding { weight: scope.param("weight", &[vocab, dim], Init::Normal { std })? })
+        Ok(Embedding {
+            weight: scope.param("weight", &[vocab, dim], Init::Normal { std })?,
+        })
     }
 
     pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {
@@ -85,7 +98,11 @@ impl Activation {
             "quick_gelu" => Activation::QuickGelu,
             "relu" => Activation::Relu,
             "silu" | "swish" => Activation::Silu,
-            other => return Err(Error::msg(format!("unsupported activation '{other}' (expected gelu, gelu_new, quick_gelu, relu or silu)"))),
+            other => {
+                return Err(Error::msg(format!(
+                    "unsupported activation '{other}' (expected gelu, gelu_new, quick_gelu, relu or silu)"
+                )))
+            }
         })
     }
 
@@ -110,7 +127,11 @@ pub struct Mlp {
 
 impl Mlp {
     pub fn new(scope: &Scope, dim: usize, hidden: usize, act: Activation) -> Result<Self> {
-        Ok(Mlp { fc1: Linear::new(&scope.pp("fc1"), dim, hidden, true)?, fc2: Linear::new(&scope.pp("fc2"), hidden, dim, true)?, act })
+        Ok(Mlp {
+            fc1: Linear::new(&scope.pp("fc1"), dim, hidden, true)?,
+            fc2: Linear::new(&scope.pp("fc2"), hidden, dim, true)?,
+            act,
+        })
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
@@ -132,7 +153,7 @@ pub struct MultiHeadAttention {
 
 impl MultiHeadAttention {
     pub fn new(scope: &Scope, dim: usize, kv_dim: usize, heads: usize) -> Result<Self> {
-        if heads == 0 || dim % heads != 0 {
+        if heads == 0 || !dim.is_multiple_of(heads) {
             return Err(Error::shape("attention", format!("width {dim} is not divisible by {heads} heads")));
         }
         Ok(MultiHeadAttention {
@@ -177,7 +198,11 @@ impl PatchEmbed {
     pub fn new(scope: &Scope, channels: usize, dim: usize, patch: usize, bias: bool) -> Result<Self> {
         let fan_in = channels * patch * patch;
         let weight = scope.param("weight", &[dim, channels, patch, patch], Init::FanInUniform { fan_in })?;
-        let bias = if bias { Some(scope.param("bias", &[dim], Init::FanInUniform { fan_in })?) } else { None };
+        let bias = if bias {
+            Some(scope.param("bias", &[dim], Init::FanInUniform { fan_in })?)
+        } else {
+            None
+        };
         Ok(PatchEmbed { weight, bias, patch })
     }
 
@@ -185,7 +210,10 @@ impl PatchEmbed {
     pub fn forward(&self, images: &Tensor) -> Result<Tensor> {
         let dim = self.weight.dims()[0];
         let w = self.weight.reshape(&[dim, self.weight.elem_count() / dim])?;
-        let proj = Linear { weight: w, bias: self.bias.clone() };
+        let proj = Linear {
+            weight: w,
+            bias: self.bias.clone(),
+        };
         proj.forward(&images.patchify(self.patch)?)
     }
 }

@@ -23,7 +23,14 @@ pub struct ParamStore {
 impl ParamStore {
     /// An empty store; `seed` drives every initialiser, in creation order.
     pub fn new(device: Device, dtype: DType, seed: u64) -> Self {
-        ParamStore { inner: Arc::new(Mutex::new(StoreInner { params: BTreeMap::new(), rng: Rng::new(seed) })), device, dtype }
+        ParamStore {
+            inner: Arc::new(Mutex::new(StoreInner {
+                params: BTreeMap::new(),
+                rng: Rng::new(seed),
+            })),
+            device,
+            dtype,
+        }
     }
 
     pub fn device(&self) -> Device {
@@ -35,7 +42,10 @@ impl ParamStore {
 
     /// The scope with no prefix.
     pub fn root(&self) -> Scope {
-        Scope { store: self.clone(), prefix: String::new() }
+        Scope {
+            store: self.clone(),
+            prefix: String::new(),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, StoreInner> {
@@ -68,7 +78,10 @@ impl ParamStore {
         let mut inner = self.lock();
         if let Some(t) = inner.params.get(&name) {
             if t.dims() != shape {
-                return Err(Error::shape("param", format!("'{name}' exists with shape {:?}, requested {shape:?}", t.dims())));
+                return Err(Error::shape(
+                    "param",
+                    format!("'{name}' exists with shape {:?}, requested {shape:?}", t.dims()),
+                ));
             }
             return Ok(t.clone());
         }
@@ -88,7 +101,10 @@ pub struct Scope {
 impl Scope {
     /// The sub-scope `prefix.name`.
     pub fn pp(&self, name: impl std::fmt::Display) -> Scope {
-        Scope { store: self.store.clone(), prefix: self.path(&name.to_string()) }
+        Scope {
+            store: self.store.clone(),
+            prefix: self.path(&name.to_string()),
+        }
     }
 
     pub fn path(&self, name: &str) -> String {

@@ -21,9 +21,18 @@ impl Tensor {
     pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, opts: AttentionOptions) -> Result<Tensor> {
         same_device_dtype("attention", &[q, k, v])?;
         if q.rank() != 4 || k.rank() != 4 || v.rank() != 4 {
-            return Err(Error::shape("attention", format!("q {:?}, k {:?}, v {:?}: expected 4-d [B, H, S, D]", q.dims(), k.dims(), v.dims())));
+            return Err(Error::shape(
+                "attention",
+                format!("q {:?}, k {:?}, v {:?}: expected 4-d [B, H, S, D]", q.dims(), k.dims(), v.dims()),
+            ));
         }
-        let last_contiguous = |t: &Tensor| if t.layout().strides()[3] == 1 || t.dims()[3] == 1 { Ok(t.clone()) } else { t.contiguous() };
+        let last_contiguous = |t: &Tensor| {
+            if t.layout().strides()[3] == 1 || t.dims()[3] == 1 {
+                Ok(t.clone())
+            } else {
+                t.contiguous()
+            }
+        };
         let (q, k, v) = (last_contiguous(q)?, last_contiguous(k)?, last_contiguous(v)?);
         let mask = match opts.key_mask {
             Some(m) => {
@@ -33,11 +42,20 @@ impl Tensor {
             None => None,
         };
         let d = q.dims()[3];
-        let params = AttentionParams { scale: opts.scale.unwrap_or(1.0 / (d.max(1) as f64).sqrt()), causal: opts.causal };
+        let params = AttentionParams {
+            scale: opts.scale.unwrap_or(1.0 / (d.max(1) as f64).sqrt()),
+            causal: opts.causal,
+        };
         let (out, lse) = {
             let mask_guard = mask.as_ref().map(|m| m.storage());
             let mask_arg = mask_guard.as_ref().zip(mask.as_ref()).map(|(s, m)| (&***s, m.layout()));
-            q.storage().attention(q.layout(), (&**k.storage(), k.layout()), (&**v.storage(), v.layout()), mask_arg, params)?
+            q.storage().attention(
+                q.layout(),
+                (&**k.storage(), k.layout()),
+                (&**v.storage(), v.layout()),
+                mask_arg,
+                params,
+            )?
         };
         let mut out_shape = q.dims().to_vec();
         out_shape[3] = v.dims()[3];
@@ -58,7 +76,11 @@ impl Tensor {
                 (&**g.storage(), g.layout()),
                 params,
             )?;
-            Ok(vec![Some(Tensor::from_storage(dq, qs.dims())), Some(Tensor::from_storage(dk, ks.dims())), Some(Tensor::from_storage(dv, vs.dims()))])
+            Ok(vec![
+                Some(Tensor::from_storage(dq, qs.dims())),
+                Some(Tensor::from_storage(dk, ks.dims())),
+                Some(Tensor::from_storage(dv, vs.dims())),
+            ])
         }))
     }
 }

@@ -11,12 +11,18 @@ impl Tensor {
         same_device_dtype("concat", ts)?;
         let rank = first.rank();
         if dim >= rank {
-            return Err(Error::shape("concat", format!("dim {dim} out of range for shape {:?}", first.dims())));
+            return Err(Error::shape(
+                "concat",
+                format!("dim {dim} out of range for shape {:?}", first.dims()),
+            ));
         }
         for t in ts {
             let same = t.rank() == rank && (0..rank).all(|d| d == dim || t.dims()[d] == first.dims()[d]);
             if !same {
-                return Err(Error::shape("concat", format!("{:?} and {:?} differ outside dim {dim}", first.dims(), t.dims())));
+                return Err(Error::shape(
+                    "concat",
+                    format!("{:?} and {:?} differ outside dim {dim}", first.dims(), t.dims()),
+                ));
             }
         }
         let mut shape = first.dims().to_vec();
@@ -32,7 +38,9 @@ impl Tensor {
             sizes.push((start, len));
             start += len;
         }
-        Ok(out.record("concat", ts, move |g| sizes.iter().map(|&(s, l)| Ok(Some(g.narrow(dim, s, l)?.contiguous()?))).collect()))
+        Ok(out.record("concat", ts, move |g| {
+            sizes.iter().map(|&(s, l)| Ok(Some(g.narrow(dim, s, l)?.contiguous()?))).collect()
+        }))
     }
 
     /// Stacks same-shape tensors along a new dim.

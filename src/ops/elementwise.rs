@@ -110,7 +110,11 @@ impl Tensor {
                 BinaryOp::Mul => (g.mul(&b)?, g.mul(&a)?),
                 BinaryOp::Div => (g.div(&b)?, g.mul(&a)?.div(&b.sqr()?)?.neg()?),
                 BinaryOp::Maximum | BinaryOp::Minimum => {
-                    let picks_a = if op == BinaryOp::Maximum { a.cmp(&b, CmpOp::Ge)? } else { a.cmp(&b, CmpOp::Le)? };
+                    let picks_a = if op == BinaryOp::Maximum {
+                        a.cmp(&b, CmpOp::Ge)?
+                    } else {
+                        a.cmp(&b, CmpOp::Le)?
+                    };
                     (g.mul(&picks_a)?, g.mul(&picks_a.affine(-1.0, 1.0)?)?)
                 }
             };
@@ -153,7 +157,9 @@ impl Tensor {
         let shape = broadcast_shape("where", &broadcast_shape("where", cond.dims(), on_true.dims())?, on_false.dims())?;
         let lc = cond.broadcast_layout(&shape)?;
         let (lt, lf) = (on_true.broadcast_layout(&shape)?, on_false.broadcast_layout(&shape)?);
-        let storage = cond.storage().where_cond(&lc, (&**on_true.storage(), &lt), (&**on_false.storage(), &lf))?;
+        let storage = cond
+            .storage()
+            .where_cond(&lc, (&**on_true.storage(), &lt), (&**on_false.storage(), &lf))?;
         let out = Tensor::from_storage(storage, &shape);
         let (c, t, f) = (cond.clone(), on_true.clone(), on_false.clone());
         Ok(out.record("where", &[on_true, on_false], move |g| {
@@ -181,7 +187,11 @@ impl Tensor {
         }
         let keep = 1.0 / (1.0 - p);
         let values: Vec<f64> = (0..self.elem_count()).map(|_| if rng.uniform() < p { 0.0 } else { keep }).collect();
-        let mask = Tensor::from_cpu_storage(crate::backend::CpuStorage::from_f64(&values, self.dtype()), self.dims(), self.device())?;
+        let mask = Tensor::from_cpu_storage(
+            crate::backend::CpuStorage::from_f64(&values, self.dtype()),
+            self.dims(),
+            self.device(),
+        )?;
         self.mul(&mask)
     }
 

@@ -9,7 +9,10 @@ impl Tensor {
     pub fn index_select(&self, ids: &Tensor, dim: usize) -> Result<Tensor> {
         same_device("index_select", &[self, ids])?;
         if dim >= self.rank() {
-            return Err(Error::shape("index_select", format!("dim {dim} out of range for shape {:?}", self.dims())));
+            return Err(Error::shape(
+                "index_select",
+                format!("dim {dim} out of range for shape {:?}", self.dims()),
+            ));
         }
         let storage = self.storage().index_select(self.layout(), &**ids.storage(), ids.layout(), dim)?;
         let mut shape = self.dims()[..dim].to_vec();
@@ -24,7 +27,9 @@ impl Tensor {
             flat.extend_from_slice(&src_dims[dim + 1..]);
             let g = g.reshape(&flat)?;
             let ids_flat = ids.flatten_all()?;
-            let dx = g.storage().index_add(g.layout(), &**ids_flat.storage(), ids_flat.layout(), dim, dim_size)?;
+            let dx = g
+                .storage()
+                .index_add(g.layout(), &**ids_flat.storage(), ids_flat.layout(), dim, dim_size)?;
             Ok(vec![Some(Tensor::from_storage(dx, &src_dims))])
         }))
     }
@@ -32,7 +37,10 @@ impl Tensor {
     /// Rows of an embedding table [V, D] for ids of any shape -> [.., D].
     pub fn embedding(&self, ids: &Tensor) -> Result<Tensor> {
         if self.rank() != 2 {
-            return Err(Error::shape("embedding", format!("table must be [vocab, dim], got {:?}", self.dims())));
+            return Err(Error::shape(
+                "embedding",
+                format!("table must be [vocab, dim], got {:?}", self.dims()),
+            ));
         }
         self.index_select(ids, 0)
     }

@@ -22,8 +22,16 @@ impl Tensor {
         let out = Tensor::from_storage(storage, &out_shape);
         let (a, b) = (self.clone(), rhs.clone());
         Ok(out.record("matmul", &[self, rhs], move |g| {
-            let ga = if a.requires_grad() { Some(g.matmul(&b.t()?)?.sum_to(a.dims())?) } else { None };
-            let gb = if b.requires_grad() { Some(a.t()?.matmul(g)?.sum_to(b.dims())?) } else { None };
+            let ga = if a.requires_grad() {
+                Some(g.matmul(&b.t()?)?.sum_to(a.dims())?)
+            } else {
+                None
+            };
+            let gb = if b.requires_grad() {
+                Some(a.t()?.matmul(g)?.sum_to(b.dims())?)
+            } else {
+                None
+            };
             Ok(vec![ga, gb])
         }))
     }

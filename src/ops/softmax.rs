@@ -9,7 +9,9 @@ impl Tensor {
         let y = Tensor::from_storage(self.storage().softmax(self.layout(), log)?, self.dims());
         let y_saved = y.clone();
         Ok(y.record(if log { "log_softmax" } else { "softmax" }, &[self], move |g| {
-            let dx = y_saved.storage().softmax_backward(y_saved.layout(), &**g.storage(), g.layout(), log)?;
+            let dx = y_saved
+                .storage()
+                .softmax_backward(y_saved.layout(), &**g.storage(), g.layout(), log)?;
             Ok(vec![Some(Tensor::from_storage(dx, y_saved.dims()))])
         }))
     }
@@ -30,15 +32,33 @@ impl Tensor {
         same_device("cross_entropy", &[self, targets])?;
         let rank = self.rank();
         if rank == 0 || targets.dims() != &self.dims()[..rank - 1] {
-            return Err(Error::shape("cross_entropy", format!("logits {:?} with targets {:?} (expected targets of shape {:?})", self.dims(), targets.dims(), &self.dims()[..rank.saturating_sub(1)])));
+            return Err(Error::shape(
+                "cross_entropy",
+                format!(
+                    "logits {:?} with targets {:?} (expected targets of shape {:?})",
+                    self.dims(),
+                    targets.dims(),
+                    &self.dims()[..rank.saturating_sub(1)]
+                ),
+            ));
         }
-        let (loss, lse) = self.storage().softmax_xent(self.layout(), &**targets.storage(), targets.layout(), ignore_index)?;
+        let (loss, lse) = self
+            .storage()
+            .softmax_xent(self.layout(), &**targets.storage(), targets.layout(), ignore_index)?;
         let loss = Tensor::from_storage(loss, targets.dims());
         let rows = targets.elem_count();
         let lse = Tensor::from_storage(lse, &[rows]);
         let (x, t) = (self.clone(), targets.clone());
         Ok(loss.record("cross_entropy", &[self], move |g| {
-            let dx = x.storage().softmax_xent_backward(x.layout(), &**t.storage(), t.layout(), &**lse.storage(), &**g.storage(), g.layout(), ignore_index)?;
+            let dx = x.storage().softmax_xent_backward(
+                x.layout(),
+                &**t.storage(),
+                t.layout(),
+                &**lse.storage(),
+                &**g.storage(),
+                g.layout(),
+                ignore_index,
+            )?;
             Ok(vec![Some(Tensor::from_storage(dx, x.dims()))])
         }))
     }
@@ -46,7 +66,12 @@ impl Tensor {
     /// Mean cross-entropy over the rows whose target is not `ignore_index` (0 if there are none).
     pub fn cross_entropy(&self, targets: &Tensor, ignore_index: i64) -> Result<Tensor> {
         let per_row = self.cross_entropy_per_row(targets, ignore_index)?;
-        let valid = targets.to_cpu_storage()?.to_f64_vec().iter().filter(|&&t| t as i64 != ignore_index).count();
+        let valid = targets
+            .to_cpu_storage()?
+            .to_f64_vec()
+            .iter()
+            .filter(|&&t| t as i64 != ignore_index)
+            .count();
         per_row.sum_all()?.div_scalar(valid.max(1) as f64)
     }
 }

@@ -13,8 +13,15 @@ impl Tensor {
         let mut shape = shape.to_vec();
         match shape.iter().filter(|&&d| d == usize::MAX).count() {
             0 => {}
-            1 if known > 0 && n % known == 0 => *shape.iter_mut().find(|d| **d == usize::MAX).expect("one inferred dim") = n / known,
-            _ => return Err(Error::shape("reshape", format!("cannot infer a dim reshaping {:?} to {shape:?}", self.dims()))),
+            1 if known > 0 && n.is_multiple_of(known) => {
+                *shape.iter_mut().find(|d| **d == usize::MAX).expect("one inferred dim") = n / known
+            }
+            _ => {
+                return Err(Error::shape(
+                    "reshape",
+                    format!("cannot infer a dim reshaping {:?} to {shape:?}", self.dims()),
+                ))
+            }
         }
         if shape.iter().product::<usize>() != n {
             return Err(Error::shape("reshape", format!("{:?} ({n} elements) to {shape:?}", self.dims())));
@@ -22,7 +29,9 @@ impl Tensor {
         let src = self.contiguous()?;
         let layout = src.layout().reshape(&shape).expect("contiguous");
         let from = self.dims().to_vec();
-        Ok(src.with_layout(layout).record("reshape", &[self], move |g| Ok(vec![Some(g.reshape(&from)?)])))
+        Ok(src
+            .with_layout(layout)
+            .record("reshape", &[self], move |g| Ok(vec![Some(g.reshape(&from)?)])))
     }
 
     pub fn flatten_all(&self) -> Result<Tensor> {
@@ -47,7 +56,9 @@ impl Tensor {
         for (i, &d) in dims.iter().enumerate() {
             inverse[d] = i;
         }
-        Ok(self.with_layout(layout).record("permute", &[self], move |g| Ok(vec![Some(g.permute(&inverse)?)])))
+        Ok(self
+            .with_layout(layout)
+            .record("permute", &[self], move |g| Ok(vec![Some(g.permute(&inverse)?)])))
     }
 
     pub fn transpose(&self, d0: isize, d1: isize) -> Result<Tensor> {
@@ -102,7 +113,9 @@ impl Tensor {
         }
         let layout = self.layout().broadcast_as(shape)?;
         let from = self.dims().to_vec();
-        Ok(self.with_layout(layout).record("broadcast", &[self], move |g| Ok(vec![Some(g.sum_to(&from)?)])))
+        Ok(self
+            .with_layout(layout)
+            .record("broadcast", &[self], move |g| Ok(vec![Some(g.sum_to(&from)?)])))
     }
 
     /// Sums a broadcast result back down to `shape` (the adjoint of broadcast_as).
@@ -112,7 +125,10 @@ impl Tensor {
         }
         let target = broadcast_shape("sum_to", shape, self.dims())?;
         if target != self.dims() {
-            return Err(Error::shape("sum_to", format!("{:?} does not broadcast to {:?}", shape, self.dims())));
+            return Err(Error::shape(
+                "sum_to",
+                format!("{:?} does not broadcast to {:?}", shape, self.dims()),
+            ));
         }
         let extra = self.rank() - shape.len();
         let mut t = self.clone();

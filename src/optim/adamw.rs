@@ -15,7 +15,13 @@ pub struct AdamWConfig {
 
 impl Default for AdamWConfig {
     fn default() -> Self {
-        AdamWConfig { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01 }
+        AdamWConfig {
+            lr: 1e-3,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.01,
+        }
     }
 }
 
@@ -66,13 +72,25 @@ impl AdamW {
         for slot in &self.slots {
             let Some(g) = grads.get(&slot.param) else { continue };
             if g.dims() != slot.param.dims() {
-                return Err(Error::shape("adamw", format!("gradient {:?} for '{}' of shape {:?}", g.dims(), slot.name, slot.param.dims())));
+                return Err(Error::shape(
+                    "adamw",
+                    format!("gradient {:?} for '{}' of shape {:?}", g.dims(), slot.name, slot.param.dims()),
+                ));
             }
             let c = &self.config;
-            let step = AdamWStep { lr, beta1: c.beta1, beta2: c.beta2, eps: c.eps, weight_decay: if slot.decay { c.weight_decay } else { 0.0 }, step: self.step, grad_scale };
+            let step = AdamWStep {
+                lr,
+                beta1: c.beta1,
+                beta2: c.beta2,
+                eps: c.eps,
+                weight_decay: if slot.decay { c.weight_decay } else { 0.0 },
+                step: self.step,
+                grad_scale,
+            };
             let g = g.to_dtype(slot.param.dtype())?;
             let (gs, mut ms, mut vs) = (g.storage(), slot.m.storage_mut(), slot.v.storage_mut());
-            slot.param.update_in_place("adamw", |p, _| p.adamw_step(&**gs, g.layout(), ms.as_mut(), vs.as_mut(), &step))?;
+            slot.param
+                .update_in_place("adamw", |p, _| p.adamw_step(&**gs, g.layout(), ms.as_mut(), vs.as_mut(), &step))?;
         }
         Ok(())
     }
@@ -86,7 +104,9 @@ impl AdamW {
     pub fn load_state(&mut self, step: u64, state: &[(String, Tensor, Tensor)]) -> Result<()> {
         for slot in &mut self.slots {
             let Some((_, m, v)) = state.iter().find(|(n, _, _)| *n == slot.name) else {
-                return Err(Error::Checkpoint { msg: format!("optimizer state has no moments for '{}'", slot.name) });
+                return Err(Error::Checkpoint {
+                    msg: format!("optimizer state has no moments for '{}'", slot.name),
+                });
             };
             slot.m.assign(m)?;
             slot.v.assign(v)?;

@@ -10,7 +10,11 @@ pub struct Sgd {
 
 impl Sgd {
     pub fn new(params: Vec<Tensor>, lr: f64, momentum: f64) -> Self {
-        Sgd { params: params.into_iter().map(|p| (p, None)).collect(), lr, momentum }
+        Sgd {
+            params: params.into_iter().map(|p| (p, None)).collect(),
+            lr,
+            momentum,
+        }
     }
 
     pub fn step(&mut self, grads: &Grads) -> Result<()> {

@@ -15,21 +15,39 @@ pub fn rand_range(rng: &mut Rng, shape: &[usize], lo: f64, hi: f64) -> Tensor {
 /// Largest |a - b| / (atol + rtol * |b|) over all elements (<= 1 means within tolerance).
 pub fn max_err_ratio(a: &[f64], b: &[f64], atol: f64, rtol: f64) -> f64 {
     assert_eq!(a.len(), b.len(), "length mismatch");
-    a.iter().zip(b).map(|(x, y)| if x.is_nan() || y.is_nan() { f64::INFINITY } else { (x - y).abs() / (atol + rtol * y.abs()) }).fold(0.0, f64::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| {
+            if x.is_nan() || y.is_nan() {
+                f64::INFINITY
+            } else {
+                (x - y).abs() / (atol + rtol * y.abs())
+            }
+        })
+        .fold(0.0, f64::max)
 }
 
 pub fn assert_close(a: &Tensor, b: &Tensor, atol: f64, rtol: f64, what: &str) {
     assert_eq!(a.dims(), b.dims(), "{what}: shapes differ");
     let (x, y) = (a.to_f64_vec().unwrap(), b.to_f64_vec().unwrap());
     let r = max_err_ratio(&x, &y, atol, rtol);
-    assert!(r <= 1.0, "{what}: error ratio {r:.3} (atol {atol}, rtol {rtol})\n got {:?}\nwant {:?}", &x[..x.len().min(12)], &y[..y.len().min(12)]);
+    assert!(
+        r <= 1.0,
+        "{what}: error ratio {r:.3} (atol {atol}, rtol {rtol})\n got {:?}\nwant {:?}",
+        &x[..x.len().min(12)],
+        &y[..y.len().min(12)]
+    );
 }
 
 /// Checks the analytic gradient of `f` at `inputs` (f64) against central finite differences.
 /// The scalar checked is sum(f(inputs) * w) for a random weight w, so every output element's
 /// gradient matters. `differentiable` marks which inputs to check.
-pub fn check_grad(name: &str, inputs: &[Tensor], differentiable: &[bool], f: impl Fn(&[Tensor]) -> Result<Tensor>) {
-    let vars: Vec<Tensor> = inputs.iter().zip(differentiable).map(|(t, &d)| if d { t.to_var().unwrap() } else { t.clone() }).collect();
+pub fn check_grad(name: &str, inputs: &[&Tensor], differentiable: &[bool], f: impl Fn(&[Tensor]) -> Result<Tensor>) {
+    let vars: Vec<Tensor> = inputs
+        .iter()
+        .zip(differentiable)
+        .map(|(t, &d)| if d { t.to_var().unwrap() } else { (*t).clone() })
+        .collect();
     let out = f(&vars).unwrap_or_else(|e| panic!("{name}: forward failed: {e}"));
     let mut rng = Rng::new(out.elem_count() as u64 + 17);
     let w = randn(&mut rng, out.dims());
@@ -48,16 +66,22 @@ pub fn check_grad(name: &str, inputs: &[Tensor], differentiable: &[bool], f: imp
         let base = inputs[i].to_f64_vec().unwrap();
         let mut numeric = vec![0.0; base.len()];
         for j in 0..base.len() {
-            let mut eval = |delta: f64| {
+            let eval = |delta: f64| {
                 let mut v = base.clone();
                 v[j] += delta;
-                let mut xs = inputs.to_vec();
+                let mut xs: Vec<Tensor> = inputs.iter().map(|&t| t.clone()).collect();
                 xs[i] = Tensor::from_vec(v, inputs[i].dims(), Device::Cpu).unwrap();
                 scalar(&xs)
             };
             numeric[j] = (eval(h) - eval(-h)) / (2.0 * h);
         }
         let r = max_err_ratio(&analytic, &numeric, 1e-6, 1e-5);
-        assert!(r <= 1.0, "{name}: gradient of input {i} {:?} off (ratio {r:.2})\nanalytic {:?}\nnumeric  {:?}", inputs[i].dims(), &analytic[..analytic.len().min(10)], &numeric[..numeric.len().min(10)]);
+        assert!(
+            r <= 1.0,
+            "{name}: gradient of input {i} {:?} off (ratio {r:.2})\nanalytic {:?}\nnumeric  {:?}",
+            inputs[i].dims(),
+            &analytic[..analytic.len().min(10)],
+            &numeric[..numeric.len().min(10)]
+        );
     }
 }

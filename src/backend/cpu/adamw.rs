@@ -12,17 +12,25 @@ fn step_impl<T: Float>(p: &mut [T], g: &[T], m: &mut [T], v: &mut [T], s: &AdamW
     let (b1, b2) = (T::from_f64(s.beta1), T::from_f64(s.beta2));
     let bc1 = T::from_f64(1.0 - s.beta1.powi(s.step as i32));
     let bc2 = T::from_f64(1.0 - s.beta2.powi(s.step as i32));
-    let (lr, eps, decay, gs) = (T::from_f64(s.lr), T::from_f64(s.eps), T::from_f64(1.0 - s.lr * s.weight_decay), T::from_f64(s.grad_scale));
+    let (lr, eps, decay, gs) = (
+        T::from_f64(s.lr),
+        T::from_f64(s.eps),
+        T::from_f64(1.0 - s.lr * s.weight_decay),
+        T::from_f64(s.grad_scale),
+    );
     const CHUNK: usize = 1 << 14;
-    p.par_chunks_mut(CHUNK).zip(g.par_chunks(CHUNK)).zip(m.par_chunks_mut(CHUNK).zip(v.par_chunks_mut(CHUNK))).for_each(|((p, g), (m, v))| {
-        for i in 0..p.len() {
-            let gi = g[i] * gs;
-            m[i] = b1 * m[i] + (T::ONE - b1) * gi;
-            v[i] = b2 * v[i] + (T::ONE - b2) * gi * gi;
-            let update = (m[i] / bc1) / ((v[i] / bc2).sqrt() + eps);
-            p[i] = p[i] * decay - lr * update;
-        }
-    });
+    p.par_chunks_mut(CHUNK)
+        .zip(g.par_chunks(CHUNK))
+        .zip(m.par_chunks_mut(CHUNK).zip(v.par_chunks_mut(CHUNK)))
+        .for_each(|((p, g), (m, v))| {
+            for i in 0..p.len() {
+                let gi = g[i] * gs;
+                m[i] = b1 * m[i] + (T::ONE - b1) * gi;
+                v[i] = b2 * v[i] + (T::ONE - b2) * gi * gi;
+                let update = (m[i] / bc1) / ((v[i] / bc2).sqrt() + eps);
+                p[i] = p[i] * decay - lr * update;
+            }
+        });
 }
 
 pub fn step(p: &mut CpuStorage, g: &CpuStorage, lg: &Layout, m: &mut CpuStorage, v: &mut CpuStorage, s: &AdamWStep) -> Result<()> {
@@ -31,7 +39,10 @@ pub fn step(p: &mut CpuStorage, g: &CpuStorage, lg: &Layout, m: &mut CpuStorage,
     }
     let g = g.gather(lg);
     if g.len() != p.len() || m.len() != p.len() || v.len() != p.len() {
-        return Err(Error::shape("adamw", format!("param {} / grad {} / m {} / v {} elements", p.len(), g.len(), m.len(), v.len())));
+        return Err(Error::shape(
+            "adamw",
+            format!("param {} / grad {} / m {} / v {} elements", p.len(), g.len(), m.len(), v.len()),
+        ));
     }
     match (p, &g, m, v) {
         (CpuStorage::F32(p), CpuStorage::F32(g), CpuStorage::F32(m), CpuStorage::F32(v)) => step_impl(p, g, m, v, s),
@@ -40,7 +51,9 @@ pub fn step(p: &mut CpuStorage, g: &CpuStorage, lg: &Layout, m: &mut CpuStorage,
             // Half-precision parameters: widen, update, narrow.
             let dtype = p.dtype();
             let widen = |s: &CpuStorage| super::copy::cast(s, crate::DType::F32);
-            let (CpuStorage::F32(mut pw), CpuStorage::F32(gw), CpuStorage::F32(mut mw), CpuStorage::F32(mut vw)) = (widen(p), widen(g), widen(m), widen(v)) else {
+            let (CpuStorage::F32(mut pw), CpuStorage::F32(gw), CpuStorage::F32(mut mw), CpuStorage::F32(mut vw)) =
+                (widen(p), widen(g), widen(m), widen(v))
+            else {
                 return Err(Error::dtype("adamw", format!("unsupported parameter dtype {dtype}")));
             };
             step_impl(&mut pw, &gw, &mut mw, &mut vw, s);

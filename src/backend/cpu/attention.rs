@@ -93,7 +93,9 @@ fn forward_impl<T: Float>(q: Heads<T>, k: Heads<T>, v: Heads<T>, dims: Dims, vis
     let mut lse = vec![T::NEG_INFINITY; nb * nh * sq];
     let blocks_per_head = sq.div_ceil(BR);
     // Work items are (b, h, query block); each writes its own rows of out and lse.
-    let tasks: Vec<(usize, usize, usize)> = (0..nb * nh).flat_map(|bh| (0..blocks_per_head).map(move |qb| (bh / nh, bh % nh, qb))).collect();
+    let tasks: Vec<(usize, usize, usize)> = (0..nb * nh)
+        .flat_map(|bh| (0..blocks_per_head).map(move |qb| (bh / nh, bh % nh, qb)))
+        .collect();
     let out_ptr = SendPtr(out.as_mut_ptr());
     let lse_ptr = SendPtr(lse.as_mut_ptr());
     tasks.into_par_iter().for_each(|(b, h, qb)| {
@@ -110,10 +112,14 @@ fn forward_impl<T: Float>(q: Heads<T>, k: Heads<T>, v: Heads<T>, dims: Dims, vis
                 let i = i0 + r;
                 let qi = q.row(b, h, i, d);
                 let mut tile_max = T::NEG_INFINITY;
-                for c in 0..cols {
+                for (c, sc) in s.iter_mut().enumerate().take(cols) {
                     let j = j0 + c;
-                    s[c] = if vis.sees(b, sk, i, j) { dot(qi, k.row(b, h, j, d)) * scale } else { T::NEG_INFINITY };
-                    tile_max = tile_max.max(s[c]);
+                    *sc = if vis.sees(b, sk, i, j) {
+                        dot(qi, k.row(b, h, j, d)) * scale
+                    } else {
+                        T::NEG_INFINITY
+                    };
+                    tile_max = tile_max.max(*sc);
                 }
                 if tile_max == T::NEG_INFINITY {
                     continue;
@@ -123,11 +129,11 @@ fn forward_impl<T: Float>(q: Heads<T>, k: Heads<T>, v: Heads<T>, dims: Dims, vis
                 l[r] *= correction;
                 let acc_r = &mut acc[r * d..(r + 1) * d];
                 acc_r.iter_mut().for_each(|a| *a *= correction);
-                for c in 0..cols {
-                    if s[c] == T::NEG_INFINITY {
+                for (c, &sc) in s.iter().enumerate().take(cols) {
+                    if sc == T::NEG_INFINITY {
                         continue;
                     }
-                    let p = (s[c] - new_m).exp();
+                    let p = (sc - new_m).exp();
                     l[r] += p;
                     axpy(acc_r, p, v.row(b, h, j0 + c, d));
                 }
@@ -165,92 +171,125 @@ impl<T> SendPtr<T> {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn backward_impl<T: Float>(q: Heads<T>, k: Heads<T>, v: Heads<T>, o: Heads<T>, lse: &[T], dout: Heads<T>, dims: Dims, vis: &Visibility, scale: T) -> (Vec<T>, Vec<T>, Vec<T>) {
+fn backward_impl<T: Float>(
+    q: Heads<T>,
+    k: Heads<T>,
+    v: Heads<T>,
+    o: Heads<T>,
+    lse: &[T],
+    dout: Heads<T>,
+    dims: Dims,
+    vis: &Visibility,
+    scale: T,
+) -> (Vec<T>, Vec<T>, Vec<T>) {
     let Dims { b: nb, h: nh, sq, sk, d } = dims;
     let mut dq = vec![T::ZERO; nb * nh * sq * d];
     let mut dk = vec![T::ZERO; nb * nh * sk * d];
     let mut dv = vec![T::ZERO; nb * nh * sk * d];
     let head_q = (sq * d).max(1);
     let head_k = (sk * d).max(1);
-    dq.par_chunks_mut(head_q).zip(dk.par_chunks_mut(head_k).zip(dv.par_chunks_mut(head_k))).enumerate().for_each(|(bh, (dq, (dk, dv)))| {
-        if sq == 0 || sk == 0 || d == 0 {
-            return;
-        }
-        let (b, h) = (bh / nh, bh % nh);
-        let lse = &lse[bh * sq..(bh + 1) * sq];
-        // D_i = rowsum(dO_i * O_i).
-        let delta: Vec<T> = (0..sq).map(|i| dot(dout.row(b, h, i, d), o.row(b, h, i, d))).collect();
-        let mut p = vec![T::ZERO; BR * BC];
-        for j0 in (0..sk).step_by(BC) {
-            let cols = BC.min(sk - j0);
-            for i0 in (0..sq).step_by(BR) {
-                let rows = BR.min(sq - i0);
-                if vis.key_end(i0 + rows, sk) <= j0 {
-                    continue;
-                }
-                // P tile and dV.
-                for r in 0..rows {
-                    let i = i0 + r;
-                    let qi = q.row(b, h, i, d);
-                    for c in 0..cols {
-                        let j = j0 + c;
-                        p[r * BC + c] = if lse[i] != T::NEG_INFINITY && vis.sees(b, sk, i, j) { (dot(qi, k.row(b, h, j, d)) * scale - lse[i]).exp() } else { T::ZERO };
+    dq.par_chunks_mut(head_q)
+        .zip(dk.par_chunks_mut(head_k).zip(dv.par_chunks_mut(head_k)))
+        .enumerate()
+        .for_each(|(bh, (dq, (dk, dv)))| {
+            if sq == 0 || sk == 0 || d == 0 {
+                return;
+            }
+            let (b, h) = (bh / nh, bh % nh);
+            let lse = &lse[bh * sq..(bh + 1) * sq];
+            // D_i = rowsum(dO_i * O_i).
+            let delta: Vec<T> = (0..sq).map(|i| dot(dout.row(b, h, i, d), o.row(b, h, i, d))).collect();
+            let mut p = [T::ZERO; BR * BC];
+            for j0 in (0..sk).step_by(BC) {
+                let cols = BC.min(sk - j0);
+                for i0 in (0..sq).step_by(BR) {
+                    let rows = BR.min(sq - i0);
+                    if vis.key_end(i0 + rows, sk) <= j0 {
+                        continue;
                     }
-                }
-                for r in 0..rows {
-                    let doi = dout.row(b, h, i0 + r, d);
-                    for c in 0..cols {
-                        let pv = p[r * BC + c];
-                        if pv != T::ZERO {
-                            axpy(&mut dv[(j0 + c) * d..(j0 + c + 1) * d], pv, doi);
+                    // P tile and dV.
+                    for r in 0..rows {
+                        let i = i0 + r;
+                        let qi = q.row(b, h, i, d);
+                        for c in 0..cols {
+                            let j = j0 + c;
+                            p[r * BC + c] = if lse[i] != T::NEG_INFINITY && vis.sees(b, sk, i, j) {
+                                (dot(qi, k.row(b, h, j, d)) * scale - lse[i]).exp()
+                            } else {
+                                T::ZERO
+                            };
                         }
                     }
-                }
-                // dS = P (dP - D), then dQ and dK.
-                for r in 0..rows {
-                    let i = i0 + r;
-                    let doi = dout.row(b, h, i, d);
-                    let qi = q.row(b, h, i, d);
-                    for c in 0..cols {
-                        let pv = p[r * BC + c];
-                        if pv == T::ZERO {
-                            continue;
+                    for r in 0..rows {
+                        let doi = dout.row(b, h, i0 + r, d);
+                        for c in 0..cols {
+                            let pv = p[r * BC + c];
+                            if pv != T::ZERO {
+                                axpy(&mut dv[(j0 + c) * d..(j0 + c + 1) * d], pv, doi);
+                            }
                         }
-                        let j = j0 + c;
-                        let ds = pv * (dot(doi, v.row(b, h, j, d)) - delta[i]) * scale;
-                        axpy(&mut dq[i * d..(i + 1) * d], ds, k.row(b, h, j, d));
-                        axpy(&mut dk[j * d..(j + 1) * d], ds, qi);
+                    }
+                    // dS = P (dP - D), then dQ and dK.
+                    for r in 0..rows {
+                        let i = i0 + r;
+                        let doi = dout.row(b, h, i, d);
+                        let qi = q.row(b, h, i, d);
+                        for c in 0..cols {
+                            let pv = p[r * BC + c];
+                            if pv == T::ZERO {
+                                continue;
+                            }
+                            let j = j0 + c;
+                            let ds = pv * (dot(doi, v.row(b, h, j, d)) - delta[i]) * scale;
+                            axpy(&mut dq[i * d..(i + 1) * d], ds, k.row(b, h, j, d));
+                            axpy(&mut dk[j * d..(j + 1) * d], ds, qi);
+                        }
                     }
                 }
             }
-        }
-    });
+        });
     (dq, dk, dv)
 }
 
 fn heads<'a, T>(data: &'a [T], layout: &Layout) -> Heads<'a, T> {
     let s = layout.strides();
-    Heads { data, offset: layout.offset(), strides: [s[0], s[1], s[2]] }
+    Heads {
+        data,
+        offset: layout.offset(),
+        strides: [s[0], s[1], s[2]],
+    }
 }
 
 fn check_dims(q: &Layout, k: &Layout, v: &Layout, op: &'static str) -> Result<Dims> {
     let (qs, ks, vs) = (q.shape(), k.shape(), v.shape());
     let ok = qs.len() == 4 && ks.len() == 4 && vs.len() == 4 && qs[0] == ks[0] && qs[1] == ks[1] && qs[3] == ks[3] && ks == vs;
     if !ok {
-        return Err(Error::shape(op, format!("q {qs:?}, k {ks:?}, v {vs:?}: expected [B, H, Sq, D] and two [B, H, Sk, D]")));
+        return Err(Error::shape(
+            op,
+            format!("q {qs:?}, k {ks:?}, v {vs:?}: expected [B, H, Sq, D] and two [B, H, Sk, D]"),
+        ));
     }
     for (name, l) in [("q", q), ("k", k), ("v", v)] {
         if l.strides()[3] != 1 && l.shape()[3] > 1 {
             return Err(Error::shape(op, format!("{name} must have a contiguous last dim")));
         }
     }
-    Ok(Dims { b: qs[0], h: qs[1], sq: qs[2], sk: ks[2], d: qs[3] })
+    Ok(Dims {
+        b: qs[0],
+        h: qs[1],
+        sq: qs[2],
+        sk: ks[2],
+        d: qs[3],
+    })
 }
 
 fn mask_vec(mask: Option<(&CpuStorage, &Layout)>, dims: Dims, op: &'static str) -> Result<Option<Vec<bool>>> {
     let Some((m, lm)) = mask else { return Ok(None) };
     if lm.shape() != [dims.b, dims.sk] {
-        return Err(Error::shape(op, format!("key mask {:?} does not match [B, Sk] = [{}, {}]", lm.shape(), dims.b, dims.sk)));
+        return Err(Error::shape(
+            op,
+            format!("key mask {:?} does not match [B, Sk] = [{}, {}]", lm.shape(), dims.b, dims.sk),
+        ));
     }
     let values = m.gather(lm).to_f64_vec();
     Ok(Some(values.into_iter().map(|x| x != 0.0).collect()))
@@ -267,7 +306,11 @@ pub fn forward(q: Operand, k: Operand, v: Operand, mask: Option<Operand>, params
     let op = "attention";
     let dims = check_dims(q.1, k.1, v.1, op)?;
     let mask = mask_vec(mask, dims, op)?;
-    let vis = Visibility { causal: params.causal, offset: dims.sk as isize - dims.sq as isize, mask: mask.as_deref() };
+    let vis = Visibility {
+        causal: params.causal,
+        offset: dims.sk as isize - dims.sq as isize,
+        mask: mask.as_deref(),
+    };
     let dtype = q.0.dtype();
     Ok(match (whole(q.0, op)?, whole(k.0, op)?, whole(v.0, op)?) {
         (FloatData::F32(qd), FloatData::F32(kd), FloatData::F32(vd)) => {
@@ -283,26 +326,73 @@ pub fn forward(q: Operand, k: Operand, v: Operand, mask: Option<Operand>, params
 }
 
 #[allow(clippy::too_many_arguments)]
-pub fn backward(q: Operand, k: Operand, v: Operand, mask: Option<Operand>, out: Operand, lse: &CpuStorage, dout: Operand, params: AttentionParams) -> Result<(CpuStorage, CpuStorage, CpuStorage)> {
+pub fn backward(
+    q: Operand,
+    k: Operand,
+    v: Operand,
+    mask: Option<Operand>,
+    out: Operand,
+    lse: &CpuStorage,
+    dout: Operand,
+    params: AttentionParams,
+) -> Result<(CpuStorage, CpuStorage, CpuStorage)> {
     let op = "attention_backward";
     let dims = check_dims(q.1, k.1, v.1, op)?;
     if out.1.shape() != q.1.shape() || dout.1.shape() != q.1.shape() {
-        return Err(Error::shape(op, format!("out {:?} / grad {:?} must match q {:?}", out.1.shape(), dout.1.shape(), q.1.shape())));
+        return Err(Error::shape(
+            op,
+            format!("out {:?} / grad {:?} must match q {:?}", out.1.shape(), dout.1.shape(), q.1.shape()),
+        ));
     }
     let mask = mask_vec(mask, dims, op)?;
-    let vis = Visibility { causal: params.causal, offset: dims.sk as isize - dims.sq as isize, mask: mask.as_deref() };
+    let vis = Visibility {
+        causal: params.causal,
+        offset: dims.sk as isize - dims.sq as isize,
+        mask: mask.as_deref(),
+    };
     let dtype = q.0.dtype();
     // O and dO are read row by row, so they must have contiguous rows too.
     let (o_c, do_c) = (out.0.gather(out.1), dout.0.gather(dout.1));
     let row_layout = Layout::contiguous(q.1.shape());
-    let parts = (whole(q.0, op)?, whole(k.0, op)?, whole(v.0, op)?, whole(&o_c, op)?, whole(lse, op)?, whole(&do_c, op)?);
+    let parts = (
+        whole(q.0, op)?,
+        whole(k.0, op)?,
+        whole(v.0, op)?,
+        whole(&o_c, op)?,
+        whole(lse, op)?,
+        whole(&do_c, op)?,
+    );
     Ok(match parts {
         (FloatData::F32(qd), FloatData::F32(kd), FloatData::F32(vd), FloatData::F32(od), FloatData::F32(ld), FloatData::F32(dd)) => {
-            let (dq, dk, dv) = backward_impl(heads(&qd, q.1), heads(&kd, k.1), heads(&vd, v.1), heads(&od, &row_layout), &ld, heads(&dd, &row_layout), dims, &vis, params.scale as f32);
-            (FloatOut::F32(dq).into_storage(dtype), FloatOut::F32(dk).into_storage(dtype), FloatOut::F32(dv).into_storage(dtype))
+            let (dq, dk, dv) = backward_impl(
+                heads(&qd, q.1),
+                heads(&kd, k.1),
+                heads(&vd, v.1),
+                heads(&od, &row_layout),
+                &ld,
+                heads(&dd, &row_layout),
+                dims,
+                &vis,
+                params.scale as f32,
+            );
+            (
+                FloatOut::F32(dq).into_storage(dtype),
+                FloatOut::F32(dk).into_storage(dtype),
+                FloatOut::F32(dv).into_storage(dtype),
+            )
         }
         (FloatData::F64(qd), FloatData::F64(kd), FloatData::F64(vd), FloatData::F64(od), FloatData::F64(ld), FloatData::F64(dd)) => {
-            let (dq, dk, dv) = backward_impl(heads(&qd, q.1), heads(&kd, k.1), heads(&vd, v.1), heads(&od, &row_layout), &ld, heads(&dd, &row_layout), dims, &vis, params.scale);
+            let (dq, dk, dv) = backward_impl(
+                heads(&qd, q.1),
+                heads(&kd, k.1),
+                heads(&vd, v.1),
+                heads(&od, &row_layout),
+                &ld,
+                heads(&dd, &row_layout),
+                dims,
+                &vis,
+                params.scale,
+            );
             (CpuStorage::F64(dq), CpuStorage::F64(dk), CpuStorage::F64(dv))
         }
         _ => return Err(Error::dtype(op, "q, k, v, out, lse and grad must share a dtype")),

@@ -39,7 +39,10 @@ impl CpuStorage {
 
 pub fn scatter(src: &CpuStorage, src_layout: &Layout, dst: &mut CpuStorage, dst_layout: &Layout) -> Result<()> {
     if src_layout.shape() != dst_layout.shape() {
-        return Err(Error::shape("copy_into", format!("source {:?} vs destination {:?}", src_layout.shape(), dst_layout.shape())));
+        return Err(Error::shape(
+            "copy_into",
+            format!("source {:?} vs destination {:?}", src_layout.shape(), dst_layout.shape()),
+        ));
     }
     match (src, dst) {
         (CpuStorage::F32(s), CpuStorage::F32(d)) => scatter_vec(s, src_layout, d, dst_layout),
@@ -48,7 +51,12 @@ pub fn scatter(src: &CpuStorage, src_layout: &Layout, dst: &mut CpuStorage, dst_
         (CpuStorage::BF16(s), CpuStorage::BF16(d)) => scatter_vec(s, src_layout, d, dst_layout),
         (CpuStorage::I64(s), CpuStorage::I64(d)) => scatter_vec(s, src_layout, d, dst_layout),
         (CpuStorage::U32(s), CpuStorage::U32(d)) => scatter_vec(s, src_layout, d, dst_layout),
-        (s, d) => return Err(Error::dtype("copy_into", format!("source is {}, destination {}", s.dtype(), d.dtype()))),
+        (s, d) => {
+            return Err(Error::dtype(
+                "copy_into",
+                format!("source is {}, destination {}", s.dtype(), d.dtype()),
+            ))
+        }
     }
     Ok(())
 }

@@ -126,7 +126,10 @@ pub fn unary(x: &CpuStorage, layout: &Layout, op: UnaryOp) -> Result<CpuStorage>
 }
 
 pub fn unary_backward(x: &CpuStorage, layout: &Layout, grad: &CpuStorage, grad_layout: &Layout, op: UnaryOp) -> Result<CpuStorage> {
-    let (xd, gd) = (float_data(x, layout, "unary_backward")?, float_data(grad, grad_layout, "unary_backward")?);
+    let (xd, gd) = (
+        float_data(x, layout, "unary_backward")?,
+        float_data(grad, grad_layout, "unary_backward")?,
+    );
     Ok(with_float2!("unary_backward", xd, gd, (x, g) => par_fill(x.len(), |i| g[i] * derivative(op, x[i]))).into_storage(x.dtype()))
 }
 
@@ -183,7 +186,11 @@ pub fn cmp(a: &CpuStorage, la: &Layout, b: &CpuStorage, lb: &Layout, op: CmpOp) 
     };
     if !a.dtype().is_float() {
         let (x, y) = (a.to_f64_vec(), b.to_f64_vec());
-        let values: Vec<f64> = la.offsets().zip(lb.offsets()).map(|(i, j)| if test(x[i], y[j]) { 1.0 } else { 0.0 }).collect();
+        let values: Vec<f64> = la
+            .offsets()
+            .zip(lb.offsets())
+            .map(|(i, j)| if test(x[i], y[j]) { 1.0 } else { 0.0 })
+            .collect();
         return Ok(CpuStorage::from_f64(&values, a.dtype()));
     }
     let (ad, bd) = (whole(a, "cmp")?, whole(b, "cmp")?);
@@ -200,5 +207,8 @@ pub fn where_cond(cond: &CpuStorage, lc: &Layout, t: (&CpuStorage, &Layout), f: 
     };
     let (td, fd) = (whole(t.0, "where")?, whole(f.0, "where")?);
     let (to, fo): (Vec<usize>, Vec<usize>) = (t.1.offsets().collect(), f.1.offsets().collect());
-    Ok(with_float2!("where", td, fd, (x, y) => par_fill(mask.len(), |i| if mask[i] { x[to[i]] } else { y[fo[i]] })).into_storage(t.0.dtype()))
+    Ok(
+        with_float2!("where", td, fd, (x, y) => par_fill(mask.len(), |i| if mask[i] { x[to[i]] } else { y[fo[i]] }))
+            .into_storage(t.0.dtype()),
+    )
 }

@@ -113,15 +113,32 @@ pub fn micro_kernel<T: Float>() -> MicroKernel<T> {
     #[cfg(target_arch = "x86_64")]
     if std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>() {
         // SAFETY: T is f32 here, so the function pointer types are identical.
-        let cast = |f: unsafe fn(usize, *const f32, *const f32, *mut f32, usize)| unsafe { std::mem::transmute::<_, unsafe fn(usize, *const T, *const T, *mut T, usize)>(f) };
+        let cast = |f: unsafe fn(usize, *const f32, *const f32, *mut f32, usize)| unsafe {
+            std::mem::transmute::<_, unsafe fn(usize, *const T, *const T, *mut T, usize)>(f)
+        };
         if std::is_x86_feature_detected!("avx512f") {
-            return MicroKernel { name: "avx512 8x32", mr: 8, nr: 32, run: cast(x86::kernel_8x32_avx512) };
+            return MicroKernel {
+                name: "avx512 8x32",
+                mr: 8,
+                nr: 32,
+                run: cast(x86::kernel_8x32_avx512),
+            };
         }
         if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-            return MicroKernel { name: "avx2 6x16", mr: 6, nr: 16, run: cast(x86::kernel_6x16_avx2) };
+            return MicroKernel {
+                name: "avx2 6x16",
+                mr: 6,
+                nr: 16,
+                run: cast(x86::kernel_6x16_avx2),
+            };
         }
     }
-    MicroKernel { name: "portable 4x8", mr: 4, nr: 8, run: kernel_4x8_portable::<T> }
+    MicroKernel {
+        name: "portable 4x8",
+        mr: 4,
+        nr: 8,
+        run: kernel_4x8_portable::<T>,
+    }
 }
 
 thread_local! {
@@ -164,6 +181,7 @@ fn pack_b<T: Float>(b: &MatRef<T>, nr: usize, ks: Range<usize>, cols: Range<usiz
 
 /// All micro-tiles of one packed (mc x kc) x (kc x nc) block; edge tiles go through a scratch
 /// tile so the kernel always computes a full mr x nr.
+#[allow(clippy::too_many_arguments)]
 unsafe fn macro_kernel<T: Float>(uk: &MicroKernel<T>, mc: usize, nc: usize, kc: usize, pa: *const T, pb: *const T, c: *mut T, ldc: usize) {
     let mut scratch = [T::ZERO; 8 * 32];
     for jr in (0..nc).step_by(uk.nr) {
@@ -200,7 +218,16 @@ impl<T> SendPtr<T> {
 
 /// One C tile: rows `rows`, columns `cols`, all of K.
 #[allow(clippy::too_many_arguments)]
-fn gemm_tile<T: Float>(uk: &MicroKernel<T>, a: &MatRef<T>, b: &MatRef<T>, k: usize, c: SendPtr<T>, ldc: usize, rows: Range<usize>, cols: Range<usize>) {
+fn gemm_tile<T: Float>(
+    uk: &MicroKernel<T>,
+    a: &MatRef<T>,
+    b: &MatRef<T>,
+    k: usize,
+    c: SendPtr<T>,
+    ldc: usize,
+    rows: Range<usize>,
+    cols: Range<usize>,
+) {
     PACK_BUFFERS.with(|bufs| {
         let mut bufs = bufs.borrow_mut();
         let words = |n: usize| (n * std::mem::size_of::<T>()).div_ceil(8);
@@ -237,7 +264,11 @@ pub fn gemm_batched<T: Float>(m: usize, n: usize, k: usize, a: &[MatRef<T>], b: 
     let batch = a.len();
     let cptr = SendPtr(c.as_mut_ptr());
     // Tiles of C are the unit of parallel work; small problems stay on the calling thread.
-    let mc = if batch == 1 && m * n * k > (1 << 20) { MC.min(m.div_ceil(rayon::current_num_threads()).div_ceil(uk.mr) * uk.mr).max(uk.mr) } else { MC };
+    let mc = if batch == 1 && m * n * k > (1 << 20) {
+        MC.min(m.div_ceil(rayon::current_num_threads()).div_ceil(uk.mr) * uk.mr).max(uk.mr)
+    } else {
+        MC
+    };
     let mut tasks = Vec::new();
     for bi in 0..batch {
         for r0 in (0..m).step_by(mc) {
@@ -260,7 +291,13 @@ pub fn gemm_batched<T: Float>(m: usize, n: usize, k: usize, a: &[MatRef<T>], b: 
 /// Offsets of each batch matrix for a [batch.., r, c] layout.
 fn batch_offsets(layout: &Layout) -> Vec<usize> {
     let rank = layout.rank();
-    Layout::new(layout.shape()[..rank - 2].to_vec(), layout.strides()[..rank - 2].to_vec(), layout.offset()).offsets().collect()
+    Layout::new(
+        layout.shape()[..rank - 2].to_vec(),
+        layout.strides()[..rank - 2].to_vec(),
+        layout.offset(),
+    )
+    .offsets()
+    .collect()
 }
 
 fn matmul_impl<T: Float>(a: &[T], la: &Layout, b: &[T], lb: &Layout) -> Vec<T> {
@@ -268,8 +305,24 @@ fn matmul_impl<T: Float>(a: &[T], la: &Layout, b: &[T], lb: &Layout) -> Vec<T> {
     let (m, k, n) = (la.shape()[rank - 2], la.shape()[rank - 1], lb.shape()[rank - 1]);
     let (ars, acs) = (la.strides()[rank - 2], la.strides()[rank - 1]);
     let (brs, bcs) = (lb.strides()[rank - 2], lb.strides()[rank - 1]);
-    let mats_a: Vec<MatRef<T>> = batch_offsets(la).into_iter().map(|offset| MatRef { data: a, offset, rs: ars, cs: acs }).collect();
-    let mats_b: Vec<MatRef<T>> = batch_offsets(lb).into_iter().map(|offset| MatRef { data: b, offset, rs: brs, cs: bcs }).collect();
+    let mats_a: Vec<MatRef<T>> = batch_offsets(la)
+        .into_iter()
+        .map(|offset| MatRef {
+            data: a,
+            offset,
+            rs: ars,
+            cs: acs,
+        })
+        .collect();
+    let mats_b: Vec<MatRef<T>> = batch_offsets(lb)
+        .into_iter()
+        .map(|offset| MatRef {
+            data: b,
+            offset,
+            rs: brs,
+            cs: bcs,
+        })
+        .collect();
     let mut c = vec![T::ZERO; mats_a.len() * m * n];
     if k > 0 {
         gemm_batched(m, n, k, &mats_a, &mats_b, &mut c);

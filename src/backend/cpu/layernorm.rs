@@ -10,7 +10,10 @@ use rayon::prelude::*;
 fn check(layout: &Layout, gamma_len: usize, op: &'static str) -> Result<(usize, usize)> {
     match layout.shape().last() {
         Some(&c) if c > 0 && c == gamma_len => Ok((layout.elem_count() / c, c)),
-        _ => Err(Error::shape(op, format!("input {:?} with gamma/beta of size {gamma_len}", layout.shape()))),
+        _ => Err(Error::shape(
+            op,
+            format!("input {:?} with gamma/beta of size {gamma_len}", layout.shape()),
+        )),
     }
 }
 
@@ -19,17 +22,20 @@ fn forward_impl<T: Float>(x: &[T], g: &[T], b: &[T], c: usize, eps: f64) -> (Vec
     let mut y = vec![T::ZERO; x.len()];
     let mut mean = vec![T::ZERO; rows];
     let mut rstd = vec![T::ZERO; rows];
-    y.par_chunks_mut(c).zip(mean.par_iter_mut().zip(rstd.par_iter_mut())).zip(x.par_chunks(c)).for_each(|((y, (m, rs)), x)| {
-        let n = T::from_f64(c as f64);
-        let mu = x.iter().copied().sum::<T>() / n;
-        let var = x.iter().map(|&v| (v - mu) * (v - mu)).sum::<T>() / n;
-        let r = T::ONE / (var + T::from_f64(eps)).sqrt();
-        for i in 0..c {
-            y[i] = (x[i] - mu) * r * g[i] + b[i];
-        }
-        *m = mu;
-        *rs = r;
-    });
+    y.par_chunks_mut(c)
+        .zip(mean.par_iter_mut().zip(rstd.par_iter_mut()))
+        .zip(x.par_chunks(c))
+        .for_each(|((y, (m, rs)), x)| {
+            let n = T::from_f64(c as f64);
+            let mu = x.iter().copied().sum::<T>() / n;
+            let var = x.iter().map(|&v| (v - mu) * (v - mu)).sum::<T>() / n;
+            let r = T::ONE / (var + T::from_f64(eps)).sqrt();
+            for i in 0..c {
+                y[i] = (x[i] - mu) * r * g[i] + b[i];
+            }
+            *m = mu;
+            *rs = r;
+        });
     (y, mean, rstd)
 }
 
@@ -79,14 +85,24 @@ fn backward_impl<T: Float>(x: &[T], g: &[T], mean: &[T], rstd: &[T], dy: &[T], c
     (dx, dg, db)
 }
 
-pub fn forward(x: &CpuStorage, lx: &Layout, gamma: &CpuStorage, beta: &CpuStorage, eps: f64) -> Result<(CpuStorage, CpuStorage, CpuStorage)> {
+pub fn forward(
+    x: &CpuStorage,
+    lx: &Layout,
+    gamma: &CpuStorage,
+    beta: &CpuStorage,
+    eps: f64,
+) -> Result<(CpuStorage, CpuStorage, CpuStorage)> {
     let op = "layer_norm";
     let (_, c) = check(lx, gamma.len(), op)?;
     if beta.len() != c {
         return Err(Error::shape(op, format!("beta has {} elements for last dim {c}", beta.len())));
     }
     let vec_layout = Layout::contiguous(&[c]);
-    let (xd, gd, bd) = (float_data(x, lx, op)?, float_data(gamma, &vec_layout, op)?, float_data(beta, &vec_layout, op)?);
+    let (xd, gd, bd) = (
+        float_data(x, lx, op)?,
+        float_data(gamma, &vec_layout, op)?,
+        float_data(beta, &vec_layout, op)?,
+    );
     Ok(match (xd, gd, bd) {
         (FloatData::F32(x_), FloatData::F32(g), FloatData::F32(b)) => {
             let (y, m, r) = forward_impl(&x_, &g, &b, c, eps);
@@ -100,16 +116,34 @@ pub fn forward(x: &CpuStorage, lx: &Layout, gamma: &CpuStorage, beta: &CpuStorag
     })
 }
 
-pub fn backward(x: &CpuStorage, lx: &Layout, gamma: &CpuStorage, mean: &CpuStorage, rstd: &CpuStorage, dy: &CpuStorage, ldy: &Layout) -> Result<(CpuStorage, CpuStorage, CpuStorage)> {
+pub fn backward(
+    x: &CpuStorage,
+    lx: &Layout,
+    gamma: &CpuStorage,
+    mean: &CpuStorage,
+    rstd: &CpuStorage,
+    dy: &CpuStorage,
+    ldy: &Layout,
+) -> Result<(CpuStorage, CpuStorage, CpuStorage)> {
     let op = "layer_norm_backward";
     let (rows, c) = check(lx, gamma.len(), op)?;
     let (vl, rl) = (Layout::contiguous(&[c]), Layout::contiguous(&[rows]));
-    let parts = (float_data(x, lx, op)?, float_data(gamma, &vl, op)?, float_data(mean, &rl, op)?, float_data(rstd, &rl, op)?, float_data(dy, ldy, op)?);
+    let parts = (
+        float_data(x, lx, op)?,
+        float_data(gamma, &vl, op)?,
+        float_data(mean, &rl, op)?,
+        float_data(rstd, &rl, op)?,
+        float_data(dy, ldy, op)?,
+    );
     let dt = gamma.dtype();
     Ok(match parts {
         (FloatData::F32(x_), FloatData::F32(g), FloatData::F32(m), FloatData::F32(r), FloatData::F32(d)) => {
             let (dx, dg, db) = backward_impl(&x_, &g, &m, &r, &d, c);
-            (FloatOut::F32(dx).into_storage(x.dtype()), FloatOut::F32(dg).into_storage(dt), FloatOut::F32(db).into_storage(dt))
+            (
+                FloatOut::F32(dx).into_storage(x.dtype()),
+                FloatOut::F32(dg).into_storage(dt),
+                FloatOut::F32(db).into_storage(dt),
+            )
         }
         (FloatData::F64(x_), FloatData::F64(g), FloatData::F64(m), FloatData::F64(r), FloatData::F64(d)) => {
             let (dx, dg, db) = backward_impl(&x_, &g, &m, &r, &d, c);

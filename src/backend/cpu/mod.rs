@@ -26,7 +26,7 @@ impl Backend for CpuBackend {
     fn zeros(&self, len: usize, dtype: DType) -> Result<Storage> {
         Ok(Box::new(CpuStorage::zeros(len, dtype)))
     }
-    fn from_cpu(&self, data: CpuStorage) -> Result<Storage> {
+    fn upload(&self, data: CpuStorage) -> Result<Storage> {
         Ok(Box::new(data))
     }
 }
@@ -94,7 +94,10 @@ impl CpuStorage {
 
     pub fn into_vec<T: WithDType>(self) -> Result<Vec<T>> {
         if self.dtype() != T::DTYPE {
-            return Err(Error::dtype("to_vec", format!("tensor is {}, asked for {}", self.dtype(), T::DTYPE)));
+            return Err(Error::dtype(
+                "to_vec",
+                format!("tensor is {}, asked for {}", self.dtype(), T::DTYPE),
+            ));
         }
         let any: Box<dyn Any> = match self {
             CpuStorage::F32(v) => Box::new(v),
@@ -224,7 +227,12 @@ impl BackendStorage for CpuStorage {
     fn cmp(&self, layout: &Layout, rhs: &dyn BackendStorage, rhs_layout: &Layout, op: CmpOp) -> Result<Storage> {
         elementwise::cmp(self, layout, cpu(rhs, "cmp")?, rhs_layout, op).map(boxed)
     }
-    fn where_cond(&self, layout: &Layout, on_true: (&dyn BackendStorage, &Layout), on_false: (&dyn BackendStorage, &Layout)) -> Result<Storage> {
+    fn where_cond(
+        &self,
+        layout: &Layout,
+        on_true: (&dyn BackendStorage, &Layout),
+        on_false: (&dyn BackendStorage, &Layout),
+    ) -> Result<Storage> {
         let t = (cpu(on_true.0, "where")?, on_true.1);
         let f = (cpu(on_false.0, "where")?, on_false.1);
         elementwise::where_cond(self, layout, t, f).map(boxed)
@@ -241,7 +249,13 @@ impl BackendStorage for CpuStorage {
     fn softmax_backward(&self, y_layout: &Layout, grad: &dyn BackendStorage, grad_layout: &Layout, log: bool) -> Result<Storage> {
         softmax::softmax_backward(self, y_layout, cpu(grad, "softmax_backward")?, grad_layout, log).map(boxed)
     }
-    fn layer_norm(&self, layout: &Layout, gamma: &dyn BackendStorage, beta: &dyn BackendStorage, eps: f64) -> Result<(Storage, Storage, Storage)> {
+    fn layer_norm(
+        &self,
+        layout: &Layout,
+        gamma: &dyn BackendStorage,
+        beta: &dyn BackendStorage,
+        eps: f64,
+    ) -> Result<(Storage, Storage, Storage)> {
         let (y, mean, rstd) = layernorm::forward(self, layout, cpu(gamma, "layer_norm")?, cpu(beta, "layer_norm")?, eps)?;
         Ok((boxed(y), boxed(mean), boxed(rstd)))
     }
@@ -255,10 +269,24 @@ impl BackendStorage for CpuStorage {
         grad_layout: &Layout,
     ) -> Result<(Storage, Storage, Storage)> {
         let op = "layer_norm_backward";
-        let (dx, dg, db) = layernorm::backward(self, layout, cpu(gamma, op)?, cpu(mean, op)?, cpu(rstd, op)?, cpu(grad, op)?, grad_layout)?;
+        let (dx, dg, db) = layernorm::backward(
+            self,
+            layout,
+            cpu(gamma, op)?,
+            cpu(mean, op)?,
+            cpu(rstd, op)?,
+            cpu(grad, op)?,
+            grad_layout,
+        )?;
         Ok((boxed(dx), boxed(dg), boxed(db)))
     }
-    fn softmax_xent(&self, layout: &Layout, targets: &dyn BackendStorage, targets_layout: &Layout, ignore_index: i64) -> Result<(Storage, Storage)> {
+    fn softmax_xent(
+        &self,
+        layout: &Layout,
+        targets: &dyn BackendStorage,
+        targets_layout: &Layout,
+        ignore_index: i64,
+    ) -> Result<(Storage, Storage)> {
         let (loss, lse) = softmax::xent_forward(self, layout, cpu(targets, "softmax_xent")?, targets_layout, ignore_index)?;
         Ok((boxed(loss), boxed(lse)))
     }
@@ -273,7 +301,17 @@ impl BackendStorage for CpuStorage {
         ignore_index: i64,
     ) -> Result<Storage> {
         let op = "softmax_xent_backward";
-        softmax::xent_backward(self, layout, cpu(targets, op)?, targets_layout, cpu(lse, op)?, cpu(grad, op)?, grad_layout, ignore_index).map(boxed)
+        softmax::xent_backward(
+            self,
+            layout,
+            cpu(targets, op)?,
+            targets_layout,
+            cpu(lse, op)?,
+            cpu(grad, op)?,
+            grad_layout,
+            ignore_index,
+        )
+        .map(boxed)
     }
     fn attention(
         &self,
@@ -325,7 +363,14 @@ impl BackendStorage for CpuStorage {
     fn index_add(&self, layout: &Layout, ids: &dyn BackendStorage, ids_layout: &Layout, dim: usize, dim_size: usize) -> Result<Storage> {
         index::index_add(self, layout, cpu(ids, "index_add")?, ids_layout, dim, dim_size).map(boxed)
     }
-    fn adamw_step(&mut self, grad: &dyn BackendStorage, grad_layout: &Layout, m: &mut dyn BackendStorage, v: &mut dyn BackendStorage, step: &AdamWStep) -> Result<()> {
+    fn adamw_step(
+        &mut self,
+        grad: &dyn BackendStorage,
+        grad_layout: &Layout,
+        m: &mut dyn BackendStorage,
+        v: &mut dyn BackendStorage,
+        step: &AdamWStep,
+    ) -> Result<()> {
         let op = "adamw";
         let grad = cpu(grad, op)?;
         let m = super::expect_storage_mut::<CpuStorage>(m, op)?;

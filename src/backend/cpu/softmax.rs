@@ -50,21 +50,23 @@ pub fn softmax_backward(y: &CpuStorage, ly: &Layout, grad: &CpuStorage, lg: &Lay
 
 fn softmax_backward_impl<T: Float>(y: &[T], g: &[T], c: usize, log: bool) -> Vec<T> {
     let mut out = vec![T::ZERO; y.len()];
-    out.par_chunks_mut(c).zip(y.par_chunks(c).zip(g.par_chunks(c))).for_each(|(o, (yr, gr))| {
-        if log {
-            // y = log p: dx = dy - p * sum(dy)
-            let s: T = gr.iter().copied().sum();
-            for i in 0..c {
-                o[i] = gr[i] - yr[i].exp() * s;
+    out.par_chunks_mut(c)
+        .zip(y.par_chunks(c).zip(g.par_chunks(c)))
+        .for_each(|(o, (yr, gr))| {
+            if log {
+                // y = log p: dx = dy - p * sum(dy)
+                let s: T = gr.iter().copied().sum();
+                for i in 0..c {
+                    o[i] = gr[i] - yr[i].exp() * s;
+                }
+            } else {
+                // dx = p * (dy - <p, dy>)
+                let dot: T = yr.iter().zip(gr).map(|(&a, &b)| a * b).sum();
+                for i in 0..c {
+                    o[i] = yr[i] * (gr[i] - dot);
+                }
             }
-        } else {
-            // dx = p * (dy - <p, dy>)
-            let dot: T = yr.iter().zip(gr).map(|(&a, &b)| a * b).sum();
-            for i in 0..c {
-                o[i] = yr[i] * (gr[i] - dot);
-            }
-        }
-    });
+        });
     out
 }
 
@@ -76,10 +78,18 @@ fn targets_i64(t: &CpuStorage, lt: &Layout, rows: usize, classes: usize, ignore:
     let values: Vec<i64> = match t {
         CpuStorage::I64(v) => lt.offsets().map(|o| v[o]).collect(),
         CpuStorage::U32(v) => lt.offsets().map(|o| v[o] as i64).collect(),
-        other => return Err(Error::dtype("softmax_xent", format!("targets must be i64 or u32, got {}", other.dtype()))),
+        other => {
+            return Err(Error::dtype(
+                "softmax_xent",
+                format!("targets must be i64 or u32, got {}", other.dtype()),
+            ))
+        }
     };
     if let Some(bad) = values.iter().find(|&&v| v != ignore && (v < 0 || v as usize >= classes)) {
-        return Err(Error::index("softmax_xent", format!("target {bad} out of range for {classes} classes")));
+        return Err(Error::index(
+            "softmax_xent",
+            format!("target {bad} out of range for {classes} classes"),
+        ));
     }
     Ok(values)
 }
@@ -111,7 +121,16 @@ pub fn xent_forward(x: &CpuStorage, lx: &Layout, t: &CpuStorage, lt: &Layout, ig
 }
 
 #[allow(clippy::too_many_arguments)]
-pub fn xent_backward(x: &CpuStorage, lx: &Layout, t: &CpuStorage, lt: &Layout, lse: &CpuStorage, grad: &CpuStorage, lg: &Layout, ignore: i64) -> Result<CpuStorage> {
+pub fn xent_backward(
+    x: &CpuStorage,
+    lx: &Layout,
+    t: &CpuStorage,
+    lt: &Layout,
+    lse: &CpuStorage,
+    grad: &CpuStorage,
+    lg: &Layout,
+    ignore: i64,
+) -> Result<CpuStorage> {
     let (rows, c) = last_dim(lx, "softmax_xent_backward")?;
     let targets = targets_i64(t, lt, rows, c, ignore)?;
     let op = "softmax_xent_backward";
