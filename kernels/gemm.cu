@@ -30,6 +30,9 @@
 //   form of cp.async. An operand whose base pointer is not 16-byte aligned, or whose leading
 //   dimension or batch stride is not a multiple of 8 elements, is loaded with scalar loads
 //   and shared-memory stores instead (same tiles, same pipeline, just slower).
+//   Epilogue: the 128x128 f32 tile is staged in shared memory (reusing the pipeline
+//   buffers), then each warp applies alpha/bias/act/residual along 128 consecutive columns of
+//   a row, so C, residual and bias are accessed coalesced. 128 registers (2 blocks per SM).
 //   Launch: grid = (ceil(N/128), ceil(M/128), batch) (batch <= 65535), block = (256, 1, 1),
 //   dynamic shared memory = 81920 bytes (above 48 KiB: the host must set
 //   CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES to at least 81920 before launching).
@@ -41,7 +44,7 @@
 //   Bs[k][n], rows padded by 4 floats) in two buffers: the next tile is fetched from global
 //   memory into registers while the current one is multiplied, then stored to the other
 //   buffer (one __syncthreads() per k-tile). All loads are scalar and bounds-checked, so any
-//   layout and alignment works.
+//   layout and alignment works. Epilogue as above, staged in two halves of 64 rows.
 //   Launch: grid = (ceil(N/128), ceil(M/128), batch) (batch <= 65535), block = (256, 1, 1),
 //   dynamic shared memory = 33792 bytes.
 //
@@ -100,6 +103,23 @@ __device__ __forceinline__ void store_out(const Args<T>& p, long long z, int m, 
   p.C[off] = from_float<T>(v);
 }
 
+// The block's f32 results for rows row0..row0+ROWS-1 (ROWS x 128, row stride LD floats, a
+// multiple of 4) sit in shared memory: all 256 threads write them out, a warp per row segment
+// of 128 consecutive columns (coalesced). The loop is not unrolled to keep the code small.
+template <int ROWS, int LD, class T>
+__device__ __forceinline__ void store_staged(const Args<T>& p, long long z, const float* s, int row0,
+                                             int col0) {
+  const int c = (threadIdx.x & 31) * 4;
+#pragma unroll 1
+  for (int r = threadIdx.x >> 5; r < ROWS; r += kThreads / 32) {
+    const float4 v = *reinterpret_cast<const float4*>(s + r * LD + c);
+    store_out(p, z, row0 + r, col0 + c, v.x);
+    store_out(p, z, row0 + r, col0 + c + 1, v.y);
+    store_out(p, z, row0 + r, col0 + c + 2, v.z);
+    store_out(p, z, row0 + r, col0 + c + 3, v.w);
+  }
+}
+
 // ---- tensor-core path (f16 / bf16) ---------------------------------------------
 constexpr int kBM = 128, kBN = 128, kBK = 32, kStages = 4;
 constexpr int kPad = 8;                                  // elements of padding per smem row
@@ -109,6 +129,10 @@ static_assert(kBM == kBN, "A and B tiles share one region size");
 constexpr int kStageElems = 2 * kTileElems;              // A tile then B tile
 constexpr int kTcSmemBytes = kStages * kStageElems * 2;  // 81920
 static_assert(kTcSmemBytes == 81920, "documented shared memory size");
+// Epilogue staging row stride: 136 floats puts the 8 rows of an mma tile 8 banks apart, so
+// the float2 stores of each half-warp are conflict-free.
+constexpr int kTcOutRow = kBN + 8;
+static_assert(kBM * kTcOutRow * 4 <= kTcSmemBytes, "epilogue staging fits in the pipeline buffers");
 
 // Stages one ROWS x COLS tile (COLS contiguous in global memory, element (r, c) at
 // g[(row0 + r) * ld + col0 + c], valid for row0 + r < rows, col0 + c < cols) into smem with
@@ -230,15 +254,21 @@ __device__ __forceinline__ void gemm_tc(const Args<T>& p) {
   }
   cp_async_wait<0>();
 
+  // Epilogue: stage the 128x128 f32 tile in shared memory (reusing the pipeline buffers),
+  // then write it out row-contiguously.
+  float* out = reinterpret_cast<float*>(vlk_smem);
+  __syncthreads();  // every warp is done reading the last stage
   const int g = lane >> 2, t = lane & 3;
 #pragma unroll
   for (int i = 0; i < 4; ++i)
 #pragma unroll
     for (int j = 0; j < 4; ++j)
 #pragma unroll
-      for (int e = 0; e < 4; ++e)
-        store_out(p, z, m0 + wm + i * 16 + g + 8 * (e >> 1), n0 + wn + j * 8 + 2 * t + (e & 1),
-                  acc[i][j][e]);
+      for (int h = 0; h < 2; ++h)
+        *reinterpret_cast<float2*>(out + (wm + i * 16 + g + 8 * h) * kTcOutRow + wn + j * 8 + 2 * t) =
+            make_float2(acc[i][j][2 * h], acc[i][j][2 * h + 1]);
+  __syncthreads();
+  store_staged<kBM, kTcOutRow>(p, z, out, m0, n0);
 }
 
 template <class T>
@@ -258,6 +288,7 @@ constexpr int kSRow = kBM + kSPad;                    // smem row stride (floats
 constexpr int kSBuf = 2 * kSBK * kSRow;               // As then Bs
 constexpr int kSimtSmemBytes = 2 * kSBuf * 4;         // two buffers: 33792
 static_assert(kSimtSmemBytes == 33792, "documented shared memory size");
+static_assert(64 * kSRow * 4 <= kSimtSmemBytes, "half of the epilogue fits in the buffers");
 constexpr int kSPerThread = kSBK * kBM / kThreads;    // elements of each operand per thread: 8
 
 // Element e (0..kSPerThread-1) of this thread's share of a k-tile of an operand whose tile
@@ -347,12 +378,22 @@ template <bool TA, bool TB> __device__ __forceinline__ void gemm_simt(const Args
     __syncthreads();
   }
 
+  // Epilogue in two halves of 64 rows (rows 4ty.. then 64+4ty..), each staged in the smem
+  // buffers (64 x kSRow floats = all of them) and written out row-contiguously. The
+  // __syncthreads() that ended the last k-tile lets the first half overwrite the buffers.
 #pragma unroll
-  for (int i = 0; i < 8; ++i)
+  for (int h = 0; h < 2; ++h) {
+    if (h) __syncthreads();  // the first half has been written out
 #pragma unroll
-    for (int j = 0; j < 8; ++j)
-      store_out(p, z, m0 + 4 * ty + (i & 3) + 64 * (i >> 2), n0 + 4 * tx + (j & 3) + 64 * (j >> 2),
-                acc[i][j]);
+    for (int i = 0; i < 4; ++i)
+#pragma unroll
+      for (int jh = 0; jh < 2; ++jh)
+        *reinterpret_cast<float4*>(smem + (4 * ty + i) * kSRow + 64 * jh + 4 * tx) =
+            make_float4(acc[4 * h + i][4 * jh], acc[4 * h + i][4 * jh + 1], acc[4 * h + i][4 * jh + 2],
+                        acc[4 * h + i][4 * jh + 3]);
+    __syncthreads();
+    store_staged<64, kSRow>(p, z, smem, m0 + 64 * h, n0);
+  }
 }
 
 }  // namespace gemm

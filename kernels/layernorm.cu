@@ -29,25 +29,59 @@ extern __shared__ __align__(16) unsigned char vlk_smem[];
 
 namespace {
 
-using vlk::to_float;
 using vlk::from_float;
+using vlk::to_float;
 
-// K consecutive elements moved as one access (16 bytes when K = 16 / sizeof(T)).
-template <class T, int K> struct alignas(sizeof(T) * K) Pack {
-  T v[K];
-};
-template <class T> constexpr int vec_width() { return 16 / (int)sizeof(T); }
+// K consecutive elements moved as one access: K = 1 (scalar) or K = kVec<T> (one 16-byte
+// uint4 access; the address must be 16-byte aligned).
+template <class T>
+constexpr int kVec = 16 / (int)sizeof(T);  // elements per 16-byte access
 
-template <int K, class T> __device__ __forceinline__ void load_k(const T* p, long long i, float (&f)[K]) {
-  const Pack<T, K> pk = *reinterpret_cast<const Pack<T, K>*>(p + i);
-#pragma unroll
-  for (int j = 0; j < K; ++j) f[j] = to_float(pk.v[j]);
+__device__ __forceinline__ unsigned to_bits(float v) { return __float_as_uint(v); }
+__device__ __forceinline__ unsigned to_bits(__half v) { return __half_as_ushort(v); }
+__device__ __forceinline__ unsigned to_bits(__nv_bfloat16 v) { return __bfloat16_as_ushort(v); }
+template <class T>
+__device__ __forceinline__ T from_bits(unsigned u);
+template <>
+__device__ __forceinline__ float from_bits<float>(unsigned u) {
+  return __uint_as_float(u);
 }
-template <int K, class T> __device__ __forceinline__ void store_k(T* p, long long i, const float (&f)[K]) {
-  Pack<T, K> pk;
+template <>
+__device__ __forceinline__ __half from_bits<__half>(unsigned u) {
+  return __ushort_as_half((unsigned short)u);
+}
+template <>
+__device__ __forceinline__ __nv_bfloat16 from_bits<__nv_bfloat16>(unsigned u) {
+  return __ushort_as_bfloat16((unsigned short)u);
+}
+
+template <int K, class T>
+__device__ __forceinline__ void load_k(const T* p, long long i, float (&f)[K]) {
+  if constexpr (K == 1) {
+    f[0] = to_float(p[i]);
+  } else {
+    static_assert(K == kVec<T>, "K is 1 or one 16-byte vector");
+    const uint4 u = *reinterpret_cast<const uint4*>(p + i);
+    const unsigned w[4] = {u.x, u.y, u.z, u.w};
 #pragma unroll
-  for (int j = 0; j < K; ++j) pk.v[j] = from_float<T>(f[j]);
-  *reinterpret_cast<Pack<T, K>*>(p + i) = pk;
+    for (int j = 0; j < K; ++j)
+      f[j] = to_float(from_bits<T>(sizeof(T) == 4 ? w[j] : w[j / 2] >> (16 * (j % 2))));
+  }
+}
+template <int K, class T>
+__device__ __forceinline__ void store_k(T* p, long long i, const float (&f)[K]) {
+  if constexpr (K == 1) {
+    p[i] = from_float<T>(f[0]);
+  } else {
+    static_assert(K == kVec<T>, "K is 1 or one 16-byte vector");
+    unsigned w[4];
+#pragma unroll
+    for (int j = 0; j < 4; ++j)
+      w[j] = sizeof(T) == 4
+                 ? to_bits(from_float<T>(f[j]))
+                 : to_bits(from_float<T>(f[2 * j])) | to_bits(from_float<T>(f[2 * j + 1])) << 16;
+    *reinterpret_cast<uint4*>(p + i) = make_uint4(w[0], w[1], w[2], w[3]);
+  }
 }
 // gamma/beta loads; a NULL pointer reads as `dflt` (LayerNorm without affine parameters).
 template <int K, class T>
@@ -76,10 +110,11 @@ __device__ __forceinline__ void ln_fwd_rows(const T* __restrict__ x, const T* __
                                             long long rows, int C, float eps) {
   const int lane = threadIdx.x & 31, warps = blockDim.x >> 5;
   const long long stride = (long long)gridDim.x * warps;
-  for (long long row = (long long)blockIdx.x * warps + (threadIdx.x >> 5); row < rows; row += stride) {
+  for (long long row = (long long)blockIdx.x * warps + (threadIdx.x >> 5); row < rows;
+       row += stride) {
     const T* xr = x + row * C;
     float n = 0.0f, mu = 0.0f, m2 = 0.0f;
-    for (int i = lane * K; i < C; i += 32 * K) {
+    for (long long i = lane * K; i < C; i += 32 * K) {
       float f[K];
       load_k<K>(xr, i, f);
       float s = 0.0f;
@@ -116,7 +151,7 @@ __device__ __forceinline__ void ln_fwd_rows(const T* __restrict__ x, const T* __
       if (rstd) rstd[row] = rs;
     }
     T* yr = y + row * C;
-    for (int i = lane * K; i < C; i += 32 * K) {
+    for (long long i = lane * K; i < C; i += 32 * K) {
       float f[K], g[K], b[K];
       load_k<K>(xr, i, f);
       load_k_or<K>(gamma, i, 1.0f, g);
@@ -133,7 +168,7 @@ __device__ __forceinline__ void ln_fwd_rows(const T* __restrict__ x, const T* __
 template <class T>
 __device__ __forceinline__ void ln_fwd(const T* x, const T* gamma, const T* beta, T* y, float* mean,
                                        float* rstd, long long rows, int C, float eps) {
-  constexpr int V = vec_width<T>();
+  constexpr int V = kVec<T>;
   if (C % V == 0 && aligned16(x) && aligned16(y) && aligned16(gamma) && aligned16(beta))
     ln_fwd_rows<T, V>(x, gamma, beta, y, mean, rstd, rows, C, eps);
   else
@@ -151,10 +186,11 @@ __device__ __forceinline__ void ln_fwd(const T* x, const T* gamma, const T* beta
 template <class T, int K>
 __device__ __forceinline__ void ln_bwd_block(const T* __restrict__ x, const T* __restrict__ gamma,
                                              const float* __restrict__ mean,
-                                             const float* __restrict__ rstd, const T* __restrict__ dy,
-                                             T* __restrict__ dx, float* __restrict__ dgamma_partial,
-                                             float* __restrict__ dbeta_partial, long long rows, int C,
-                                             int rows_per_block) {
+                                             const float* __restrict__ rstd,
+                                             const T* __restrict__ dy, T* __restrict__ dx,
+                                             float* __restrict__ dgamma_partial,
+                                             float* __restrict__ dbeta_partial, long long rows,
+                                             int C, int rows_per_block) {
   float* st = reinterpret_cast<float*>(vlk_smem);
   const long long r0 = (long long)blockIdx.x * rows_per_block;
   const int nr = (int)min((long long)rows_per_block, rows - r0);
@@ -164,7 +200,7 @@ __device__ __forceinline__ void ln_bwd_block(const T* __restrict__ x, const T* _
     const long long off = (r0 + r) * C;
     const float mu = mean[r0 + r], rs = rstd[r0 + r];
     float s1 = 0.0f, s2 = 0.0f;
-    for (int i = lane * K; i < C; i += 32 * K) {
+    for (long long i = lane * K; i < C; i += 32 * K) {
       float xv[K], dv[K], g[K];
       load_k<K>(x, off + i, xv);
       load_k<K>(dy, off + i, dv);
@@ -188,7 +224,7 @@ __device__ __forceinline__ void ln_bwd_block(const T* __restrict__ x, const T* _
   __syncthreads();
   float* pg = dgamma_partial + (long long)blockIdx.x * C;
   float* pb = dbeta_partial + (long long)blockIdx.x * C;
-  for (int i = threadIdx.x * K; i < C; i += blockDim.x * K) {
+  for (long long i = threadIdx.x * K; i < C; i += blockDim.x * K) {
     float g[K], ag[K], ab[K];
     load_k_or<K>(gamma, i, 1.0f, g);
 #pragma unroll
@@ -219,10 +255,11 @@ __device__ __forceinline__ void ln_bwd_block(const T* __restrict__ x, const T* _
 // layernorm_bwd: x, dy, dx [rows, C]; gamma [C] or NULL (= 1); mean, rstd [rows] f32 from the
 // forward; dgamma_partial, dbeta_partial [num_blocks, C] f32. Launch: see the file comment.
 template <class T>
-__device__ __forceinline__ void ln_bwd(const T* x, const T* gamma, const float* mean, const float* rstd,
-                                       const T* dy, T* dx, float* dgamma_partial, float* dbeta_partial,
-                                       long long rows, int C, int rows_per_block) {
-  constexpr int V = vec_width<T>();
+__device__ __forceinline__ void ln_bwd(const T* x, const T* gamma, const float* mean,
+                                       const float* rstd, const T* dy, T* dx, float* dgamma_partial,
+                                       float* dbeta_partial, long long rows, int C,
+                                       int rows_per_block) {
+  constexpr int V = kVec<T>;
   if (C % V == 0 && aligned16(x) && aligned16(gamma) && aligned16(dy) && aligned16(dx) &&
       aligned16(dgamma_partial) && aligned16(dbeta_partial))
     ln_bwd_block<T, V>(x, gamma, mean, rstd, dy, dx, dgamma_partial, dbeta_partial, rows, C,
@@ -271,61 +308,69 @@ __device__ __forceinline__ void ln_bwd_reduce(const float* __restrict__ dgamma_p
 }  // namespace
 
 extern "C" __global__ void __launch_bounds__(256)
-layernorm_fwd_f32(const float* x, const float* gamma, const float* beta, float* y, float* mean, float* rstd,
-                  long long rows, int C, float eps) {
+    layernorm_fwd_f32(const float* x, const float* gamma, const float* beta, float* y, float* mean,
+                      float* rstd, long long rows, int C, float eps) {
   ln_fwd(x, gamma, beta, y, mean, rstd, rows, C, eps);
 }
 VLK_EXPORT(layernorm_fwd_f32)
+
 extern "C" __global__ void __launch_bounds__(256)
-layernorm_bwd_f32(const float* x, const float* gamma, const float* mean, const float* rstd, const float* dy,
-                  float* dx, float* dgamma_partial, float* dbeta_partial, long long rows, int C,
-                  int rows_per_block) {
+    layernorm_bwd_f32(const float* x, const float* gamma, const float* mean, const float* rstd,
+                      const float* dy, float* dx, float* dgamma_partial, float* dbeta_partial,
+                      long long rows, int C, int rows_per_block) {
   ln_bwd(x, gamma, mean, rstd, dy, dx, dgamma_partial, dbeta_partial, rows, C, rows_per_block);
 }
 VLK_EXPORT(layernorm_bwd_f32)
+
 extern "C" __global__ void __launch_bounds__(256)
-layernorm_bwd_reduce_f32(const float* dgamma_partial, const float* dbeta_partial, float* dgamma,
-                         float* dbeta, int num_blocks, int C) {
+    layernorm_bwd_reduce_f32(const float* dgamma_partial, const float* dbeta_partial, float* dgamma,
+                             float* dbeta, int num_blocks, int C) {
   ln_bwd_reduce(dgamma_partial, dbeta_partial, dgamma, dbeta, num_blocks, C);
 }
 VLK_EXPORT(layernorm_bwd_reduce_f32)
 
 extern "C" __global__ void __launch_bounds__(256)
-layernorm_fwd_f16(const __half* x, const __half* gamma, const __half* beta, __half* y, float* mean, float* rstd,
-                  long long rows, int C, float eps) {
+    layernorm_fwd_f16(const __half* x, const __half* gamma, const __half* beta, __half* y,
+                      float* mean, float* rstd, long long rows, int C, float eps) {
   ln_fwd(x, gamma, beta, y, mean, rstd, rows, C, eps);
 }
 VLK_EXPORT(layernorm_fwd_f16)
+
 extern "C" __global__ void __launch_bounds__(256)
-layernorm_bwd_f16(const __half* x, const __half* gamma, const float* mean, const float* rstd, const __half* dy,
-                  __half* dx, float* dgamma_partial, float* dbeta_partial, long long rows, int C,
-                  int rows_per_block) {
+    layernorm_bwd_f16(const __half* x, const __half* gamma, const float* mean, const float* rstd,
+                      const __half* dy, __half* dx, float* dgamma_partial, float* dbeta_partial,
+                      long long rows, int C, int rows_per_block) {
   ln_bwd(x, gamma, mean, rstd, dy, dx, dgamma_partial, dbeta_partial, rows, C, rows_per_block);
 }
 VLK_EXPORT(layernorm_bwd_f16)
+
 extern "C" __global__ void __launch_bounds__(256)
-layernorm_bwd_reduce_f16(const float* dgamma_partial, const float* dbeta_partial, __half* dgamma,
-                         __half* dbeta, int num_blocks, int C) {
+    layernorm_bwd_reduce_f16(const float* dgamma_partial, const float* dbeta_partial,
+                             __half* dgamma, __half* dbeta, int num_blocks, int C) {
   ln_bwd_reduce(dgamma_partial, dbeta_partial, dgamma, dbeta, num_blocks, C);
 }
 VLK_EXPORT(layernorm_bwd_reduce_f16)
 
 extern "C" __global__ void __launch_bounds__(256)
-layernorm_fwd_bf16(const __nv_bfloat16* x, const __nv_bfloat16* gamma, const __nv_bfloat16* beta, __nv_bfloat16* y, float* mean, float* rstd,
-                   long long rows, int C, float eps) {
+    layernorm_fwd_bf16(const __nv_bfloat16* x, const __nv_bfloat16* gamma,
+                       const __nv_bfloat16* beta, __nv_bfloat16* y, float* mean, float* rstd,
+                       long long rows, int C, float eps) {
   ln_fwd(x, gamma, beta, y, mean, rstd, rows, C, eps);
 }
 VLK_EXPORT(layernorm_fwd_bf16)
+
 extern "C" __global__ void __launch_bounds__(256)
-layernorm_bwd_bf16(const __nv_bfloat16* x, const __nv_bfloat16* gamma, const float* mean, const float* rstd, const __nv_bfloat16* dy,
-                   __nv_bfloat16* dx, float* dgamma_partial, float* dbeta_partial, long long rows, int C,
-                   int rows_per_block) {
+    layernorm_bwd_bf16(const __nv_bfloat16* x, const __nv_bfloat16* gamma, const float* mean,
+                       const float* rstd, const __nv_bfloat16* dy, __nv_bfloat16* dx,
+                       float* dgamma_partial, float* dbeta_partial, long long rows, int C,
+                       int rows_per_block) {
   ln_bwd(x, gamma, mean, rstd, dy, dx, dgamma_partial, dbeta_partial, rows, C, rows_per_block);
 }
 VLK_EXPORT(layernorm_bwd_bf16)
+
 extern "C" __global__ void __launch_bounds__(256)
-layernorm_bwd_reduce_bf16(const float* dgamma_partial, const float* dbeta_partial, __nv_bfloat16* dgamma,
-                          __nv_bfloat16* dbeta, int num_blocks, int C) {
+    layernorm_bwd_reduce_bf16(const float* dgamma_partial, const float* dbeta_partial,
+                              __nv_bfloat16* dgamma, __nv_bfloat16* dbeta, int num_blocks, int C) {
   ln_bwd_reduce(dgamma_partial, dbeta_partial, dgamma, dbeta, num_blocks, C);
 }
 VLK_EXPORT(layernorm_bwd_reduce_bf16)

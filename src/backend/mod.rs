@@ -7,6 +7,7 @@
 //! one op share a dtype; F16/BF16 are computed with f32 accumulation.
 
 pub mod cpu;
+pub mod gpu;
 
 use crate::{DType, Device, Error, Layout, Result};
 use std::any::Any;
@@ -241,7 +242,7 @@ pub trait BackendStorage: Send + Sync + std::fmt::Debug {
 pub fn for_device(device: Device) -> Result<&'static dyn Backend> {
     match device {
         Device::Cpu => Ok(&cpu::CpuBackend),
-        other => Err(Error::device("backend", format!("{other:?} is not available in this build"))),
+        Device::Emu | Device::Cuda(_) => Ok(gpu::backend(device)?),
     }
 }
 

@@ -147,6 +147,11 @@ impl CpuStorage {
         self.len() == 0
     }
 
+    /// The same values in another dtype.
+    pub fn to_dtype(&self, dtype: DType) -> CpuStorage {
+        copy::cast(self, dtype)
+    }
+
     /// The raw little-endian bytes (for writing files).
     pub fn as_bytes(&self) -> &[u8] {
         match self {
