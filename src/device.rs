@@ -1,6 +1,6 @@
 //! Where a tensor lives. `Cpu` is the host backend; `Cuda(n)` is GPU n through cudarc; `Emu` runs
 //! the same CUDA kernels on the host through vlk's emulator. `VLK_DEVICE=cpu|cuda|emu` picks the
-//! default device.
+//! default device; without it, a GPU is used when one is present.
 
 use crate::{Error, Result};
 
@@ -28,10 +28,11 @@ impl Device {
         }
     }
 
-    /// The device named by `VLK_DEVICE`, else the CPU.
+    /// The device named by `VLK_DEVICE`; else the first GPU when one is present; else the CPU.
     pub fn default_device() -> Result<Device> {
         match std::env::var("VLK_DEVICE") {
             Ok(s) if !s.is_empty() => Device::parse(&s),
+            _ if crate::backend::gpu::cuda::gpu_count() > 0 => Ok(Device::Cuda(0)),
             _ => Ok(Device::Cpu),
         }
     }

@@ -19,7 +19,7 @@ mod rng;
 mod tensor;
 
 pub use autograd::{no_grad, Grads, NoGradGuard};
-pub use backend::{AttentionParams, BinaryOp, CmpOp, ReduceOp, UnaryOp};
+pub use backend::{AttentionParams, BinaryOp, CmpOp, DenoiseParams, Prediction, ReduceOp, UnaryOp};
 pub use device::Device;
 pub use dtype::{DType, WithDType};
 pub use error::{Error, Result};

@@ -97,6 +97,32 @@ pub struct AdamWStep {
     pub grad_scale: f64,
 }
 
+/// What the denoiser's output means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Prediction {
+    /// The model predicts the noise.
+    Epsilon,
+    /// The model predicts v = sqrt(abar) eps - sqrt(1 - abar) x0.
+    V,
+}
+
+/// One fused diffusion update (DDPM or DDIM; the scheduler computes the coefficients):
+/// m = uncond + guidance (cond - uncond) (or cond alone); x0 and eps from m per `prediction`
+/// (x0 clipped to [-clip, clip] when clip > 0, eps then recomputed from it);
+/// out = c_x0 x0 + c_xt x_t + c_eps eps + c_noise noise.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DenoiseParams {
+    pub guidance: f64,
+    pub prediction: Prediction,
+    pub sqrt_alpha_bar: f64,
+    pub sqrt_one_minus_alpha_bar: f64,
+    pub clip_sample: f64,
+    pub c_x0: f64,
+    pub c_xt: f64,
+    pub c_eps: f64,
+    pub c_noise: f64,
+}
+
 /// A creator of storages on one device.
 pub trait Backend: Send + Sync {
     fn device(&self) -> Device;
@@ -226,6 +252,16 @@ pub trait BackendStorage: Send + Sync + std::fmt::Debug {
     /// The adjoint of index_select: a zero tensor of `dim_size` along `dim` into which the slices
     /// of self (the gathered gradient) are added at `ids`.
     fn index_add(&self, layout: &Layout, ids: &dyn BackendStorage, ids_layout: &Layout, dim: usize, dim_size: usize) -> Result<Storage>;
+
+    /// The fused denoising step; self is x_t, all operands of its shape.
+    fn denoise_step(
+        &self,
+        layout: &Layout,
+        cond: (&dyn BackendStorage, &Layout),
+        uncond: Option<(&dyn BackendStorage, &Layout)>,
+        noise: Option<(&dyn BackendStorage, &Layout)>,
+        params: &DenoiseParams,
+    ) -> Result<Storage>;
 
     /// In-place AdamW on a contiguous parameter (self) with its moments.
     fn adamw_step(

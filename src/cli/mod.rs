@@ -1,3 +1,4 @@
 //! Subcommands of the `vlk` binary, one file each.
 
 pub mod demo;
+pub mod kernels;

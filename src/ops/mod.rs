@@ -4,6 +4,7 @@
 mod attention;
 pub use attention::AttentionOptions;
 mod concat;
+mod denoise;
 mod elementwise;
 mod index;
 mod layernorm;

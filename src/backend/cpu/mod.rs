@@ -4,6 +4,7 @@
 mod adamw;
 mod attention;
 mod copy;
+mod denoise;
 mod elementwise;
 pub mod float;
 pub mod gemm;
@@ -12,7 +13,7 @@ mod layernorm;
 mod reduce;
 mod softmax;
 
-use super::{AdamWStep, AttentionParams, Backend, BackendStorage, BinaryOp, CmpOp, ReduceOp, Storage, UnaryOp};
+use super::{AdamWStep, AttentionParams, Backend, BackendStorage, BinaryOp, CmpOp, DenoiseParams, ReduceOp, Storage, UnaryOp};
 use crate::{DType, Device, Error, Layout, Result, WithDType};
 use half::{bf16, f16};
 use std::any::Any;
@@ -367,6 +368,25 @@ impl BackendStorage for CpuStorage {
     }
     fn index_add(&self, layout: &Layout, ids: &dyn BackendStorage, ids_layout: &Layout, dim: usize, dim_size: usize) -> Result<Storage> {
         index::index_add(self, layout, cpu(ids, "index_add")?, ids_layout, dim, dim_size).map(boxed)
+    }
+    fn denoise_step(
+        &self,
+        layout: &Layout,
+        cond: (&dyn BackendStorage, &Layout),
+        uncond: Option<(&dyn BackendStorage, &Layout)>,
+        noise: Option<(&dyn BackendStorage, &Layout)>,
+        params: &DenoiseParams,
+    ) -> Result<Storage> {
+        let op = "denoise_step";
+        let u = match uncond {
+            Some((s, l)) => Some((cpu(s, op)?, l)),
+            None => None,
+        };
+        let z = match noise {
+            Some((s, l)) => Some((cpu(s, op)?, l)),
+            None => None,
+        };
+        denoise::step(self, layout, (cpu(cond.0, op)?, cond.1), u, z, params).map(boxed)
     }
     fn adamw_step(
         &mut self,

@@ -55,6 +55,15 @@ fn size_class(bytes: usize) -> usize {
     }
 }
 
+/// Number of CUDA GPUs usable here (0 without a driver or a device).
+pub fn gpu_count() -> usize {
+    // SAFETY: probing for the library has no preconditions.
+    if !unsafe { sys::is_culib_present() } || result::init().is_err() {
+        return 0;
+    }
+    result::device::get_count().map_or(0, |n| n.max(0) as usize)
+}
+
 impl CudaRuntime {
     pub fn new(ordinal: usize) -> Result<Self> {
         // SAFETY: probing for the library has no preconditions.

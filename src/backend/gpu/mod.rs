@@ -7,6 +7,7 @@ mod adamw;
 mod attention;
 mod copy;
 pub mod cuda;
+mod denoise;
 mod elementwise;
 pub mod emu;
 mod gemm;
@@ -16,7 +17,7 @@ mod reduce;
 pub mod runtime;
 mod softmax;
 
-use super::{AdamWStep, AttentionParams, Backend, BackendStorage, BinaryOp, CmpOp, CpuStorage, ReduceOp, Storage, UnaryOp};
+use super::{AdamWStep, AttentionParams, Backend, BackendStorage, BinaryOp, CmpOp, CpuStorage, DenoiseParams, ReduceOp, Storage, UnaryOp};
 use crate::{DType, Device, Error, Layout, Result};
 use runtime::{Args, DeviceBuffer, DevicePtr, LaunchConfig, Runtime};
 use std::any::Any;
@@ -352,6 +353,25 @@ impl BackendStorage for GpuStorage {
     fn index_add(&self, layout: &Layout, ids: &dyn BackendStorage, ids_layout: &Layout, dim: usize, dim_size: usize) -> Result<Storage> {
         self.index_add_gpu(layout, gpu(ids, "index_add")?, ids_layout, dim, dim_size)
             .map(boxed)
+    }
+    fn denoise_step(
+        &self,
+        layout: &Layout,
+        cond: (&dyn BackendStorage, &Layout),
+        uncond: Option<(&dyn BackendStorage, &Layout)>,
+        noise: Option<(&dyn BackendStorage, &Layout)>,
+        params: &DenoiseParams,
+    ) -> Result<Storage> {
+        let op = "denoise_step";
+        let u = match uncond {
+            Some((s, l)) => Some((gpu(s, op)?, l)),
+            None => None,
+        };
+        let z = match noise {
+            Some((s, l)) => Some((gpu(s, op)?, l)),
+            None => None,
+        };
+        self.denoise_gpu(layout, (gpu(cond.0, op)?, cond.1), u, z, params).map(boxed)
     }
     fn adamw_step(
         &mut self,
