@@ -58,6 +58,14 @@ impl Drop for NoGradGuard {
     }
 }
 
+/// Runs `f` with recording on, even inside a no_grad scope.
+pub fn with_grad<T>(f: impl FnOnce() -> T) -> T {
+    let previous = GRAD_ENABLED.with(|g| g.replace(true));
+    let out = f();
+    GRAD_ENABLED.with(|g| g.set(previous));
+    out
+}
+
 /// Runs `f` with recording off.
 pub fn no_grad<T>(f: impl FnOnce() -> T) -> T {
     let _guard = NoGradGuard::new();

@@ -15,6 +15,8 @@ struct Cli {
 enum Command {
     /// Trains a small model from scratch on generated data and shows that it learned.
     Demo(cli::demo::DemoArgs),
+    /// Times the kernel workloads that scripts/torch_kernels_bench.py times in PyTorch.
+    BenchKernels(cli::bench_kernels::BenchKernelsArgs),
     /// Lists the compiled kernels with their register, shared-memory and spill report.
     Kernels(cli::kernels::KernelsArgs),
 }
@@ -41,6 +43,7 @@ fn main() {
     let result = match cli.command {
         Command::Demo(args) => cli::demo::run(args),
         Command::Kernels(args) => cli::kernels::run(args),
+        Command::BenchKernels(args) => cli::bench_kernels::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");

@@ -1,4 +1,5 @@
 //! Subcommands of the `vlk` binary, one file each.
 
+pub mod bench_kernels;
 pub mod demo;
 pub mod kernels;

@@ -206,4 +206,27 @@ impl Runtime for CudaRuntime {
         // SAFETY: the stream belongs to this runtime.
         unsafe { result::stream::synchronize(self.stream) }.map_err(|e| driver_err("synchronize", e))
     }
+
+    /// CUDA events recorded on the stream around `work`.
+    fn time_ms(&self, work: &mut dyn FnMut() -> Result<()>) -> Result<f64> {
+        self.bind()?;
+        let flags = sys::CUevent_flags::CU_EVENT_DEFAULT;
+        let start = result::event::create(flags).map_err(|e| driver_err("event", e))?;
+        let stop = result::event::create(flags).map_err(|e| driver_err("event", e))?;
+        // SAFETY: both events and the stream are live; events are destroyed below.
+        let timed = unsafe {
+            (|| {
+                result::event::record(start, self.stream).map_err(|e| driver_err("event record", e))?;
+                work()?;
+                result::event::record(stop, self.stream).map_err(|e| driver_err("event record", e))?;
+                result::event::synchronize(stop).map_err(|e| driver_err("event sync", e))?;
+                result::event::elapsed(start, stop).map_err(|e| driver_err("event elapsed", e))
+            })()
+        };
+        unsafe {
+            result::event::destroy(start).ok();
+            result::event::destroy(stop).ok();
+        }
+        Ok(timed? as f64)
+    }
 }

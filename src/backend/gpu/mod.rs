@@ -46,6 +46,13 @@ pub fn backend(device: Device) -> Result<&'static GpuBackend> {
     Ok(b)
 }
 
+impl GpuBackend {
+    /// Milliseconds `work` takes on this device (CUDA events on a GPU).
+    pub fn time_ms(&self, work: &mut dyn FnMut() -> Result<()>) -> Result<f64> {
+        self.runtime.time_ms(work)
+    }
+}
+
 /// The process-wide emulator, as an owned runtime handle.
 struct EmuHandle;
 

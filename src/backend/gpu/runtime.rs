@@ -27,6 +27,14 @@ pub trait Runtime: Send + Sync {
     /// parameter's value.
     fn launch(&self, kernel: &str, cfg: LaunchConfig, args: &mut [*mut c_void]) -> Result<()>;
     fn synchronize(&self) -> Result<()>;
+    /// Milliseconds `work` takes on the device (all its queued work included).
+    fn time_ms(&self, work: &mut dyn FnMut() -> Result<()>) -> Result<f64> {
+        self.synchronize()?;
+        let start = std::time::Instant::now();
+        work()?;
+        self.synchronize()?;
+        Ok(start.elapsed().as_secs_f64() * 1e3)
+    }
 }
 
 /// Device memory that returns itself to its runtime when dropped.
