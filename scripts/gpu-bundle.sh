@@ -35,10 +35,10 @@ command -v strip >/dev/null || command -v objcopy >/dev/null \
   || die "neither strip nor objcopy found (apt-get install binutils)"
 
 # Staleness warnings (not fatal): sources newer than the binaries built from them.
-newer_src="$(find src build.rs kernels Cargo.toml -newer "$vlk_src" -type f 2>/dev/null | head -n 3 || true)"
-[ -z "$newer_src" ] || echo "gpu-bundle: WARNING: sources newer than $vlk_src (rebuild?): $(echo $newer_src)" >&2
-newer_tests="$(find tests src kernels -newer "$emu_src" -type f 2>/dev/null | head -n 3 || true)"
-[ -z "$newer_tests" ] || echo "gpu-bundle: WARNING: sources newer than $emu_src (rerun cargo test --release --no-run --test emu?): $(echo $newer_tests)" >&2
+newer_src="$(find src build.rs kernels Cargo.toml -newer "$vlk_src" -type f 2>/dev/null | head -n 3 | paste -sd " " - || true)"
+[ -z "$newer_src" ] || echo "gpu-bundle: WARNING: sources newer than $vlk_src (rebuild?): $newer_src" >&2
+newer_tests="$(find tests src kernels -newer "$emu_src" -type f 2>/dev/null | head -n 3 | paste -sd " " - || true)"
+[ -z "$newer_tests" ] || echo "gpu-bundle: WARNING: sources newer than $emu_src (rerun cargo test --release --no-run --test emu?): $newer_tests" >&2
 grep -q VLK_TEST_DEVICE "$emu_src" \
   || echo "gpu-bundle: WARNING: $emu_src does not mention VLK_TEST_DEVICE: its tests may run on the emulator only" >&2
 grep -q bench-kernels "$vlk_src" \

@@ -118,7 +118,8 @@ pub fn run(args: BenchKernelsArgs) -> Result<()> {
                 format!("attn_fwd_bf16_d{d}")
             };
             let bwd_name = format!("attn_bwd_bf16_d{d}");
-            if !wanted(&name) && !(wanted(&bwd_name) && !causal) {
+            let time_bwd = !causal && wanted(&bwd_name);
+            if !wanted(&name) && !time_bwd {
                 continue;
             }
             let shape = format!("b{b} h{h} s{s} d{d}");
@@ -134,7 +135,7 @@ pub fn run(args: BenchKernelsArgs) -> Result<()> {
                     Tensor::attention(&qt, &kt, &vt, opts).map(drop)
                 })?;
             }
-            if !causal && wanted(&bwd_name) {
+            if time_bwd {
                 let (qv, kv, vv) = (qt.to_var()?, kt.to_var()?, vt.to_var()?);
                 let out = vlk::autograd::with_grad(|| Tensor::attention(&qv, &kv, &vv, opts))?;
                 let g = randn(out.dims(), DType::BF16)?;
