@@ -70,7 +70,11 @@ if [ -n "$emu" ]; then
     > "$out/device_tests.log" 2>&1
   tests_rc=$?
   tests_line="$(grep -E '^test result:' "$out/device_tests.log" | tail -n 1)"
-  grep -E '^test .* (FAILED|ok)$|^test result:|panicked' "$out/device_tests.log" | tail -n 40
+  log="$out/device_tests.log"
+  grep -E '^test .* (FAILED|ok|ignored)$' "$log" | tail -n 40
+  # Where the tests panicked (proptest repeats a panic while it shrinks: count them), and the first message.
+  grep -E 'panicked at' "$log" | sed -E 's/ \([0-9]+\)//' | sort | uniq -c | sort -rn | head -n 15
+  grep -m 1 -A 4 'panicked at' "$log"
   [ -n "$tests_line" ] || tests_line="no 'test result' line; log tail:"$'\n'"$(tail -n 5 "$out/device_tests.log")"
 else
   echo "no emu binary in the bundle: run scripts/gpu-bundle.sh here first" | tee "$out/device_tests.log"
