@@ -50,7 +50,9 @@ work="$(mktemp -d "${TMPDIR:-/tmp}/vlk-gpu.XXXXXX")"
 trap 'rm -rf -- "$work"' EXIT
 unpack() {  # unpack NAME: prints the path of the runnable binary, or nothing
   if [ -n "$bundle" ] && [ -f "$bundle/$1.gz" ]; then
-    gzip -dc "$bundle/$1.gz" > "$work/$1" && chmod +x "$work/$1" && echo "$work/$1"
+    { gzip -dc "$bundle/$1.gz" 2>/dev/null \
+        || "$py" -c 'import gzip, shutil, sys; shutil.copyfileobj(gzip.open(sys.argv[1]), sys.stdout.buffer)' "$bundle/$1.gz"
+    } > "$work/$1" && chmod +x "$work/$1" && echo "$work/$1"
   elif [ -n "$bundle" ] && [ -f "$bundle/$1" ]; then
     cp "$bundle/$1" "$work/$1" && chmod +x "$work/$1" && echo "$work/$1"
   fi
@@ -77,7 +79,7 @@ if [ -n "$emu" ]; then
   grep -m 1 -A 4 'panicked at' "$log"
   [ -n "$tests_line" ] || tests_line="no 'test result' line; log tail:"$'\n'"$(tail -n 5 "$out/device_tests.log")"
 else
-  echo "no emu binary in the bundle: run scripts/gpu-bundle.sh here first" | tee "$out/device_tests.log"
+  echo "no emu binary in '${1:-dist/gpu}' (make the bundle with scripts/gpu-bundle.sh and carry dist/gpu)" | tee "$out/device_tests.log"
 fi
 echo "device tests: $(verdict "$tests_rc"): $tests_line"
 
@@ -89,7 +91,7 @@ if [ -n "$vlk" ]; then
   vlk_rc=$?
   tail -n 15 "$out/vlk.log"
 else
-  echo "no vlk binary in the bundle" | tee "$out/vlk.log"
+  echo "no vlk binary in '${1:-dist/gpu}'" | tee "$out/vlk.log"
 fi
 echo "vlk bench: $(verdict "$vlk_rc")"
 
@@ -110,7 +112,7 @@ echo "torch bench: $(verdict "$torch_rc")"
 step "merge"
 GPU_NAME="$gpu_name" DRIVER="$driver" TESTS_RC="$tests_rc" TESTS_LINE="$tests_line" VLK_RC="$vlk_rc" \
 TORCH_RC="$torch_rc" "$py" - "$out/vlk.json" "$out/torch.json" "$out/results.json" "$out/results.txt" <<'PY'
-import json, os, sys
+import json, os, re, sys
 
 vlk_path, torch_path, res_path, txt_path = sys.argv[1:5]
 ORDER = ["gemm_bf16_n1024", "gemm_bf16_n4096", "gemm_bf16_n8192", "gemm_f32_n4096",
@@ -162,6 +164,13 @@ def rate(r):
         return float(v), "GB/s"
     return None, ""
 
+def dims(r):
+    """The shape as a list of ints, whether given as [4, 16, 4096, 128] or "b4 h16 s4096 d128"."""
+    sh = r.get("shape")
+    if isinstance(sh, list):
+        return [int(x) for x in sh if isinstance(x, (int, float))]
+    return [int(x) for x in re.findall(r"\d+", sh)] if isinstance(sh, str) else []
+
 def label(r):
     return r.get("impl", "?") + (f"/{r['variant']}" if r.get("variant") else "")
 
@@ -170,8 +179,14 @@ torch_rows = [r for r in load(torch_path, "torch") if r.get("impl") in ("torch",
 
 names = {r["name"] for r in vlk_rows} | {r["name"] for r in torch_rows}
 names = [n for n in ORDER if n in names] + sorted(names - set(ORDER))
-copy_rows = [r for r in torch_rows if r["name"] == "copy_bf16"]
-copy_gbps = max((rate(r)[0] or 0.0 for r in copy_rows), default=0.0) or None
+# The bandwidth ceiling: torch's copy_bf16 (a plain device-to-device copy); vlk's if torch has none.
+copy_src = "torch"
+copy_gbps = max((rate(r)[0] or 0.0 for r in torch_rows if r["name"] == "copy_bf16"), default=0.0) or None
+if copy_gbps is None:
+    copy_src = "vlk"
+    copy_gbps = max((rate(r)[0] or 0.0 for r in vlk_rows if r["name"] == "copy_bf16"), default=0.0) or None
+    if copy_gbps:
+        errors.append("no torch copy_bf16 row: %copy uses vlk's copy_bf16 as the ceiling")
 
 merged = []
 for name in names:
@@ -186,7 +201,7 @@ for name in names:
            "vlk_rate": vr, "torch_best_rate": tr,
            "speedup": (t["ms"] / v["ms"]) if v and t else None,
            "vlk_pct_copy_bw": None, "torch_pct_copy_bw": None}
-    if v and t and v.get("shape") and t.get("shape") and list(v["shape"]) != list(t["shape"]):
+    if v and t and dims(v) and dims(t) and dims(v) != dims(t):
         errors.append(f"{name}: shapes differ: vlk {v['shape']} vs torch {t['shape']}")
     if unit == "GB/s" and copy_gbps:
         row["vlk_pct_copy_bw"] = 100.0 * vr / copy_gbps if vr else None
@@ -198,7 +213,7 @@ def f(x, fmt):
 
 lines = []
 lines.append("speedup = best torch ms / vlk ms: > 1 means vlk is faster. "
-             f"%copy = achieved GB/s over torch copy_bf16 ({f(copy_gbps, '.0f')} GB/s), memory-bound rows only.")
+             f"%copy = achieved GB/s over {copy_src} copy_bf16 ({f(copy_gbps, '.0f')} GB/s), memory-bound rows only.")
 hdr = f"{'workload':<26} {'vlk ms':>9} {'vlk rate':>15} {'torch ms':>9} {'torch impl':<20} {'torch rate':>15} {'speedup':>8} {'vlk %copy':>9}"
 lines.append(hdr)
 lines.append("-" * len(hdr))
@@ -239,7 +254,7 @@ result = {
     "gpu": env.get("GPU_NAME"), "driver": env.get("DRIVER"),
     "device_tests": {"rc": rc("TESTS_RC"), "passed": rc("TESTS_RC") == 0, "summary": env.get("TESTS_LINE")},
     "vlk_bench_rc": rc("VLK_RC"), "torch_bench_rc": rc("TORCH_RC"),
-    "copy_gbps": copy_gbps, "speedup_definition": "torch_ms / vlk_ms (>1: vlk faster)",
+    "copy_gbps": copy_gbps, "copy_gbps_from": copy_src if copy_gbps else None, "speedup_definition": "torch_ms / vlk_ms (>1: vlk faster)",
     "rows": merged, "notes": errors,
 }
 with open(res_path, "w") as fh:

@@ -215,6 +215,8 @@ pub fn run(args: BenchKernelsArgs) -> Result<()> {
         )?;
     }
     if wanted("copy") {
+        // The bandwidth ceiling: a device-to-device copy of 2^28 elements (512 MiB each way).
+        let n = if q { 4096 } else { 1 << 28 };
         let x = randn(&[n], DType::BF16)?;
         bench("copy_bf16".into(), format!("{n}"), Work::Bytes(2.0 * n as f64 * 2.0), &mut || {
             x.contiguous_copy().map(drop)
