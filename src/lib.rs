@@ -7,11 +7,13 @@
 
 pub mod autograd;
 pub mod backend;
+pub mod data;
 mod device;
 mod dtype;
 mod error;
 pub mod io;
 mod layout;
+pub mod models;
 pub mod nn;
 pub mod ops;
 pub mod optim;

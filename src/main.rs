@@ -13,6 +13,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// CLIP inference: embeddings, zero-shot classification, retrieval.
+    #[command(subcommand)]
+    Clip(cli::clip::ClipCommand),
     /// Trains a small model from scratch on generated data and shows that it learned.
     Demo(cli::demo::DemoArgs),
     /// Times the kernel workloads that scripts/torch_kernels_bench.py times in PyTorch.
@@ -42,6 +45,7 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Demo(args) => cli::demo::run(args),
+        Command::Clip(cmd) => cli::clip::run(cmd),
         Command::Kernels(args) => cli::kernels::run(args),
         Command::BenchKernels(args) => cli::bench_kernels::run(args),
     };

@@ -62,7 +62,15 @@ fn missing_and_unexpected_tensors() {
     let e = load_into(&empty, &path, LoadOptions::default()).unwrap_err().to_string();
     assert!(e.contains("unexpected tensors") && e.contains("layer.weight"), "{e}");
     assert_eq!(
-        load_into(&empty, &path, LoadOptions { allow_unused: true }).unwrap(),
+        load_into(
+            &empty,
+            &path,
+            LoadOptions {
+                allow_unused: true,
+                ..Default::default()
+            }
+        )
+        .unwrap(),
         vec!["layer.weight".to_string()]
     );
 }

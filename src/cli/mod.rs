@@ -1,5 +1,6 @@
 //! Subcommands of the `vlk` binary, one file each.
 
 pub mod bench_kernels;
+pub mod clip;
 pub mod demo;
 pub mod kernels;

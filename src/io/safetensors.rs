@@ -93,6 +93,8 @@ pub fn save_with_metadata(path: impl AsRef<Path>, tensors: &[(String, Tensor)], 
 pub struct LoadOptions {
     /// Tolerate tensors in the file that the store does not have.
     pub allow_unused: bool,
+    /// Refuse files holding a tensor stored in a dtype outside this list.
+    pub dtypes: Option<&'static [DType]>,
 }
 
 /// Fills every parameter of `store` from the file, converting dtypes; errors name the tensor
@@ -103,6 +105,17 @@ pub fn load_into(store: &ParamStore, path: impl AsRef<Path>, opts: LoadOptions) 
     let bytes = read_file(path)?;
     let st = parse(path, &bytes)?;
     let names: std::collections::HashSet<String> = st.names().into_iter().map(|s| s.to_string()).collect();
+    if let Some(allowed) = opts.dtypes {
+        for (name, view) in st.tensors() {
+            if !allowed.iter().any(|&d| to_st_dtype(d) == view.dtype()) {
+                let list: Vec<&str> = allowed.iter().map(|d| d.name()).collect();
+                return Err(Error::file(
+                    path,
+                    format!("tensor '{name}' is {:?}; this model reads {}", view.dtype(), list.join(", ")),
+                ));
+            }
+        }
+    }
     // Check everything before writing anything, so a bad file leaves the store untouched.
     let mut pending = Vec::new();
     for (name, param) in store.named() {

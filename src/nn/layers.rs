@@ -106,6 +106,17 @@ impl Activation {
         })
     }
 
+    /// The Hugging Face config name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Activation::Gelu => "gelu",
+            Activation::GeluTanh => "gelu_new",
+            Activation::QuickGelu => "quick_gelu",
+            Activation::Relu => "relu",
+            Activation::Silu => "silu",
+        }
+    }
+
     pub fn apply(self, x: &Tensor) -> Result<Tensor> {
         match self {
             Activation::Gelu => x.gelu(),

@@ -1,0 +1,5 @@
+//! Turning text and images into model inputs: the CLIP BPE tokenizer and CLIP's image
+//! preprocessing.
+
+pub mod image;
+pub mod tokenizer;

@@ -1,0 +1,13 @@
+//! Models built directly on vlk's tensors and nn layers: the CLIP vision transformer, the CLIP
+//! text transformer, and CLIP itself, laid out with Hugging Face's tensor names so checkpoints
+//! from the Hub load as they are.
+
+pub mod clip;
+mod config;
+mod encoder;
+pub mod text;
+pub mod vit;
+
+pub use clip::Clip;
+pub use config::{ClipConfig, ClipTextConfig, ClipVisionConfig};
+pub use encoder::{Encoder, EncoderLayer};

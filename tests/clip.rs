@@ -1,0 +1,165 @@
+//! CLIP: the tokenizer against OpenAI's ids and the Python `tokenizers` output, the models
+//! against Hugging Face transformers' outputs on tiny random checkpoints (tests/fixtures, made by
+//! scripts/make_fixtures.py), on the CPU and through the emulator, and bad checkpoint directories.
+
+mod common;
+
+use vlk::data::tokenizer::ClipTokenizer;
+use vlk::Device;
+
+#[test]
+fn tokenizer_matches_openai_ids() {
+    let tok = ClipTokenizer::bundled().unwrap();
+    assert_eq!(
+        tok.encode("a photo of a cat").unwrap(),
+        vec![49406, 320, 1125, 539, 320, 2368, 49407]
+    );
+    assert_eq!(tok.vocab_size(), 49408);
+    // Padding with the end token, truncation keeping it last, and the mask.
+    let long = "word ".repeat(100);
+    let batch = tok.encode_batch(&["a photo of a cat", &long], 77, Device::Cpu).unwrap();
+    assert_eq!(batch.ids.dims(), &[2, 77]);
+    let ids = batch.ids.to_vec2::<u32>().unwrap();
+    let mask = batch.mask.to_vec2::<u32>().unwrap();
+    assert_eq!(ids[0][..8], [49406, 320, 1125, 539, 320, 2368, 49407, 49407]);
+    assert_eq!(mask[0].iter().sum::<u32>(), 7);
+    assert_eq!(ids[1][76], 49407);
+    assert_eq!(mask[1].iter().sum::<u32>(), 77);
+}
+
+use std::path::{Path, PathBuf};
+use vlk::models::Clip;
+use vlk::{DType, Tensor};
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+}
+
+fn assert_close(got: &Tensor, want: &Tensor, atol: f64, what: &str) {
+    assert_eq!(got.dims(), want.dims(), "{what}: shape");
+    let (g, w) = (got.to_dtype(DType::F32).unwrap().to_f64_vec().unwrap(), want.to_f64_vec().unwrap());
+    let err = g.iter().zip(&w).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+    assert!(err <= atol, "{what}: max abs error {err:.2e} > {atol:.0e}");
+}
+
+/// Every hidden state, pooled output, projection and logit of a transformers checkpoint.
+fn check_against_transformers(name: &str, device: Device, atol: f64) {
+    let dir = fixture(name);
+    let reference = vlk::io::safetensors::load(dir.join("reference.safetensors"), device).unwrap();
+    let r = |k: &str| reference.get(k).unwrap_or_else(|| panic!("{name}: reference has no {k}")).clone();
+    let clip = Clip::load(&dir, device, DType::F32).unwrap();
+    let _guard = vlk::NoGradGuard::new();
+    let vision = clip.vision_model.forward_all(&r("pixel_values")).unwrap();
+    for (i, h) in vision.hidden_states.iter().enumerate() {
+        assert_close(
+            h,
+            &r(&format!("vision_hidden_states.{i}")),
+            atol,
+            &format!("{name} vision hidden state {i} on {device}"),
+        );
+    }
+    assert_close(&vision.pooled, &r("vision_pooled"), atol, "vision pooled");
+    let ids = r("input_ids");
+    let mask = r("attention_mask");
+    let text = clip.text_model.forward_all(&ids, Some(&mask)).unwrap();
+    for (i, h) in text.hidden_states.iter().enumerate() {
+        assert_close(
+            h,
+            &r(&format!("text_hidden_states.{i}")),
+            atol,
+            &format!("{name} text hidden state {i} on {device}"),
+        );
+    }
+    assert_close(
+        &text.last_hidden_state,
+        &r("text_last_hidden_state"),
+        atol,
+        "text last hidden state",
+    );
+    assert_close(&text.pooled, &r("text_pooled"), atol, "text pooled");
+    let image_embeds = clip.image_embeds(&r("pixel_values")).unwrap();
+    let text_embeds = clip.text_embeds(&ids, Some(&mask)).unwrap();
+    assert_close(&image_embeds, &r("image_embeds"), atol, "image embeds");
+    assert_close(&text_embeds, &r("text_embeds"), atol, "text embeds");
+    let logits = clip.logits_per_image(&image_embeds, &text_embeds).unwrap();
+    assert_close(&logits, &r("logits_per_image"), atol * 100.0, "logits per image");
+}
+
+#[test]
+fn clip_matches_transformers_gelu() {
+    check_against_transformers("clip-gelu", Device::Cpu, 1e-4);
+    check_against_transformers("clip-gelu", Device::Emu, 1e-4);
+}
+
+#[test]
+fn clip_matches_transformers_quick_gelu_unequal_towers() {
+    check_against_transformers("clip-quickgelu", Device::Cpu, 1e-4);
+    check_against_transformers("clip-quickgelu", Device::Emu, 1e-4);
+}
+
+#[test]
+fn clip_matches_transformers_f16_checkpoint() {
+    check_against_transformers("clip-f16", Device::Cpu, 2e-3);
+    check_against_transformers("clip-f16", Device::Emu, 2e-3);
+}
+
+#[test]
+fn tokenizer_matches_python_tokenizers_on_100_strings() {
+    let tok = ClipTokenizer::from_file(&fixture("clip-f16/tokenizer.json")).unwrap();
+    let cases: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fixture("tokenizer_cases.json")).unwrap()).unwrap();
+    let cases = cases.as_array().unwrap();
+    assert_eq!(cases.len(), 100);
+    for case in cases {
+        let text = case["text"].as_str().unwrap();
+        let want: Vec<u32> = case["ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+        assert_eq!(tok.encode(text).unwrap(), want, "{text:?}");
+    }
+}
+
+#[test]
+fn save_and_reload_round_trips() {
+    let dir = std::env::temp_dir().join(format!("vlk-clip-save-{}", std::process::id()));
+    let clip = Clip::load(&fixture("clip-gelu"), Device::Cpu, DType::F32).unwrap();
+    clip.save(&dir).unwrap();
+    let again = Clip::load(&dir, Device::Cpu, DType::F32).unwrap();
+    for ((n1, t1), (n2, t2)) in clip.store.named().iter().zip(again.store.named()) {
+        assert_eq!(n1, &n2);
+        assert_eq!(t1.to_vec::<f32>().unwrap(), t2.to_vec::<f32>().unwrap(), "{n1}");
+    }
+    assert_eq!(again.config, clip.config);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn bad_checkpoint_directories_are_clear_errors() {
+    let tmp = std::env::temp_dir().join(format!("vlk-clip-bad-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    // No config.
+    let e = Clip::load(&tmp, Device::Cpu, DType::F32).err().unwrap().to_string();
+    assert!(e.contains("config.json") && e.contains("cannot read the model config"), "{e}");
+    // A config whose sizes do not match the weights.
+    let src = fixture("clip-gelu");
+    let mut config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
+    config["vision_config"]["hidden_size"] = 64.into();
+    std::fs::write(tmp.join("config.json"), config.to_string()).unwrap();
+    std::fs::copy(src.join("model.safetensors"), tmp.join("model.safetensors")).unwrap();
+    let e = Clip::load(&tmp, Device::Cpu, DType::F32).err().unwrap().to_string();
+    assert!(e.contains("vision_model.") && e.contains("the model expects"), "{e}");
+    // An f64 tensor.
+    std::fs::copy(src.join("config.json"), tmp.join("config.json")).unwrap();
+    let mut tensors: Vec<(String, Tensor)> = vlk::io::safetensors::load(src.join("model.safetensors"), Device::Cpu)
+        .unwrap()
+        .into_iter()
+        .collect();
+    tensors
+        .iter_mut()
+        .filter(|(n, _)| n == "logit_scale")
+        .for_each(|(_, t)| *t = t.to_dtype(DType::F64).unwrap());
+    vlk::io::safetensors::save(tmp.join("model.safetensors"), &tensors).unwrap();
+    let e = Clip::load(&tmp, Device::Cpu, DType::F32).err().unwrap().to_string();
+    assert!(
+        e.contains("'logit_scale'") && e.contains("F64") && e.contains("f32, f16, bf16"),
+        "{e}"
+    );
+    std::fs::remove_dir_all(&tmp).ok();
+}
