@@ -163,3 +163,28 @@ fn bad_checkpoint_directories_are_clear_errors() {
     );
     std::fs::remove_dir_all(&tmp).ok();
 }
+
+#[test]
+fn vit_matches_transformers() {
+    for device in [Device::Cpu, Device::Emu] {
+        let dir = fixture("vit-tiny");
+        let reference = vlk::io::safetensors::load(dir.join("reference.safetensors"), device).unwrap();
+        let model = vlk::models::vit_hf::VitModel::load(&dir, device, DType::F32).unwrap();
+        let out = vlk::no_grad(|| model.forward_all(&reference["pixel_values"])).unwrap();
+        for (i, h) in out.hidden_states.iter().enumerate() {
+            assert_close(
+                h,
+                &reference[&format!("hidden_states.{i}")],
+                1e-4,
+                &format!("vit hidden state {i} on {device}"),
+            );
+        }
+        assert_close(
+            &out.last_hidden_state,
+            &reference["last_hidden_state"],
+            1e-4,
+            "vit last hidden state",
+        );
+        assert_close(&out.pooler_output, &reference["pooler_output"], 1e-4, "vit pooler");
+    }
+}

@@ -7,6 +7,7 @@ mod config;
 mod encoder;
 pub mod text;
 pub mod vit;
+pub mod vit_hf;
 
 pub use clip::Clip;
 pub use config::{ClipConfig, ClipTextConfig, ClipVisionConfig};

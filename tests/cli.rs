@@ -1,0 +1,206 @@
+//! The `vlk` binary end to end: CLIP commands on a Hub-style fixture directory (JSON on stdout and
+//! nothing else), and bad input giving one line on stderr and a non-zero exit, never a panic.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn vlk(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_vlk"))
+        .args(args)
+        .env("VLK_DEVICE", "cpu")
+        .output()
+        .expect("run vlk")
+}
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("vlk-cli-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A small picture: a coloured rectangle on a gradient.
+fn write_image(path: &Path, w: u32, h: u32, colour: [u8; 3]) {
+    let img = image::RgbImage::from_fn(w, h, |x, y| {
+        if x > w / 4 && x < 3 * w / 4 && y > h / 4 && y < 3 * h / 4 {
+            image::Rgb(colour)
+        } else {
+            image::Rgb([(x * 255 / w) as u8, (y * 255 / h) as u8, 128])
+        }
+    });
+    img.save(path).unwrap();
+}
+
+fn assert_clean_failure(out: &Output, needle: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "expected failure, got success: {stderr}");
+    assert!(!stderr.contains("panicked"), "panic instead of an error: {stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "one line expected: {stderr}");
+    assert!(stderr.contains(needle), "expected {needle:?} in: {stderr}");
+}
+
+#[test]
+fn clip_embed_json_is_one_value_matching_the_reference() {
+    let dir = scratch("embed");
+    let (a, b) = (dir.join("a.png"), dir.join("b.jpg"));
+    write_image(&a, 40, 30, [220, 30, 30]);
+    write_image(&b, 25, 50, [30, 30, 220]);
+    let model = fixture("clip-f16");
+    let out = vlk(&[
+        "clip",
+        "embed",
+        "--model",
+        model.to_str().unwrap(),
+        "--image",
+        a.to_str().unwrap(),
+        "--image",
+        b.to_str().unwrap(),
+        "--text",
+        "a photo of a cat",
+        "--text",
+        "a diagram",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is exactly one JSON value");
+    let rows = |k: &str| -> Vec<Vec<f64>> { serde_json::from_value(v[k].clone()).unwrap() };
+    let (ie, te, lg) = (rows("image_embeds"), rows("text_embeds"), rows("logits_per_image"));
+    assert_eq!((ie.len(), te.len(), lg.len(), lg[0].len()), (2, 2, 2, 2));
+    for e in ie.iter().chain(&te) {
+        let norm: f64 = e.iter().map(|x| x * x).sum::<f64>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-4, "embeddings are normalised: {norm}");
+    }
+    // The texts are the fixture's captions: the same embeddings as transformers computed.
+    let reference = vlk::io::safetensors::load(model.join("reference.safetensors"), vlk::Device::Cpu).unwrap();
+    let want = reference["text_embeds"].to_vec2::<f32>().unwrap();
+    for (got, want) in te.iter().zip(&want) {
+        let err = got.iter().zip(want).map(|(g, w)| (g - *w as f64).abs()).fold(0.0, f64::max);
+        assert!(err < 2e-3, "text embeddings differ from transformers by {err}");
+    }
+}
+
+#[test]
+fn clip_zero_shot_and_retrieve() {
+    let dir = scratch("zs");
+    let img = dir.join("red.png");
+    write_image(&img, 32, 32, [250, 10, 10]);
+    let model = fixture("clip-f16");
+    let out = vlk(&[
+        "clip",
+        "zero-shot",
+        "--model",
+        model.to_str().unwrap(),
+        "--image",
+        img.to_str().unwrap(),
+        "--labels",
+        "cat, dog ,red square",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let list: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list.len(), 3);
+    let probs: Vec<f64> = list.iter().map(|o| o["prob"].as_f64().unwrap()).collect();
+    assert!(probs.windows(2).all(|w| w[0] >= w[1]), "best first: {probs:?}");
+    assert!((probs.iter().sum::<f64>() - 1.0).abs() < 1e-4);
+    assert!(list.iter().any(|o| o["label"] == "red square"));
+
+    let folder = scratch("retrieve");
+    for (i, c) in [[200, 0, 0], [0, 200, 0], [0, 0, 200]].iter().enumerate() {
+        write_image(&folder.join(format!("img{i}.png")), 24, 24, *c);
+    }
+    let args = [
+        "clip",
+        "retrieve",
+        "--model",
+        model.to_str().unwrap(),
+        "--images",
+        folder.to_str().unwrap(),
+        "--query",
+        "a green square",
+        "--top",
+        "2",
+    ];
+    let first = vlk(&args);
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    assert_eq!(String::from_utf8_lossy(&first.stdout).lines().count(), 2);
+    assert!(
+        folder.join(".vlk-clip-embeddings.json").is_file(),
+        "embeddings are cached beside the images"
+    );
+    let second = vlk(&args);
+    assert_eq!(first.stdout, second.stdout, "the cached embeddings give the same ranking");
+}
+
+#[test]
+fn bad_input_is_one_line_and_a_non_zero_exit() {
+    let empty = scratch("empty");
+    assert_clean_failure(
+        &vlk(&["clip", "embed", "--model", empty.to_str().unwrap(), "--text", "x"]),
+        "config.json",
+    );
+
+    // A directory without a tokenizer.
+    let gelu = fixture("clip-gelu");
+    assert_clean_failure(
+        &vlk(&["clip", "embed", "--model", gelu.to_str().unwrap(), "--text", "x"]),
+        "tokenizer.json",
+    );
+
+    // Config and weights that do not fit together.
+    let mismatch = scratch("mismatch");
+    let mut config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(gelu.join("config.json")).unwrap()).unwrap();
+    config["text_config"]["intermediate_size"] = 80.into();
+    std::fs::write(mismatch.join("config.json"), config.to_string()).unwrap();
+    std::fs::copy(gelu.join("model.safetensors"), mismatch.join("model.safetensors")).unwrap();
+    assert_clean_failure(
+        &vlk(&["clip", "embed", "--model", mismatch.to_str().unwrap(), "--text", "x"]),
+        "the model expects",
+    );
+
+    // A broken image, and an empty one.
+    let model = fixture("clip-f16");
+    let dir = scratch("broken");
+    let broken = dir.join("broken.png");
+    std::fs::write(&broken, b"\x89PNG\r\n\x1a\nthis is not a png").unwrap();
+    assert_clean_failure(
+        &vlk(&[
+            "clip",
+            "embed",
+            "--model",
+            model.to_str().unwrap(),
+            "--image",
+            broken.to_str().unwrap(),
+        ]),
+        "broken.png",
+    );
+    let empty_img = dir.join("empty.jpg");
+    std::fs::write(&empty_img, b"").unwrap();
+    assert_clean_failure(
+        &vlk(&[
+            "clip",
+            "embed",
+            "--model",
+            model.to_str().unwrap(),
+            "--image",
+            empty_img.to_str().unwrap(),
+        ]),
+        "empty.jpg",
+    );
+    assert_clean_failure(
+        &vlk(&[
+            "clip",
+            "zero-shot",
+            "--model",
+            model.to_str().unwrap(),
+            "--image",
+            broken.to_str().unwrap(),
+            "--labels",
+            " , ",
+        ]),
+        "no label",
+    );
+    assert_clean_failure(&vlk(&["demo", "--device", "tpu"]), "unknown device");
+}
