@@ -188,3 +188,38 @@ fn vit_matches_transformers() {
         assert_close(&out.pooler_output, &reference["pooler_output"], 1e-4, "vit pooler");
     }
 }
+
+#[test]
+fn real_size_vit_b32_config_embeds_end_to_end() {
+    let config = vlk::models::ClipConfig::vit_b32();
+    assert_eq!(
+        (
+            config.vision.hidden_size,
+            config.vision.num_hidden_layers,
+            config.vision.patch_size,
+            config.vision.image_size
+        ),
+        (768, 12, 32, 224)
+    );
+    assert_eq!(
+        (
+            config.text.hidden_size,
+            config.text.num_hidden_layers,
+            config.text.num_attention_heads
+        ),
+        (512, 12, 8)
+    );
+    let clip = Clip::new(config, Device::Cpu, DType::F32, 1).unwrap();
+    let mut rng = vlk::Rng::new(2);
+    let pixels = Tensor::randn(&mut rng, &[1, 3, 224, 224], 0.0, 1.0, DType::F32, Device::Cpu).unwrap();
+    let tok = ClipTokenizer::bundled().unwrap();
+    let batch = tok.encode_batch(&["a photo of a cat"], 77, Device::Cpu).unwrap();
+    let _guard = vlk::NoGradGuard::new();
+    let (i, t) = (
+        clip.image_embeds(&pixels).unwrap(),
+        clip.text_embeds(&batch.ids, Some(&batch.mask)).unwrap(),
+    );
+    assert_eq!((i.dims(), t.dims()), (&[1, 512][..], &[1, 512][..]));
+    let logit = clip.logits_per_image(&i, &t).unwrap().to_f64().unwrap();
+    assert!(logit.is_finite() && logit.abs() <= 14.3, "cosine times exp(2.6592): {logit}");
+}

@@ -168,6 +168,12 @@ fn check_heads(hidden: usize, heads: usize, context: &str) -> Result<()> {
 }
 
 impl ClipConfig {
+    /// OpenAI's ViT-B/32 CLIP: vision 768 wide, 12 layers, 12 heads, patch 32 on 224 pixels;
+    /// text 512 wide, 12 layers, 8 heads, 77 positions; projection 512.
+    pub fn vit_b32() -> Self {
+        ClipConfig::from_json(&json!({}), "ViT-B/32").expect("the defaults are ViT-B/32")
+    }
+
     pub fn from_json(v: &Value, context: &str) -> Result<Self> {
         let empty = json!({});
         let k = Keys {

@@ -148,13 +148,39 @@ fn binary_apply<T: Float>(op: BinaryOp, a: T, b: T) -> T {
 /// Runs `f(a_offset, b_offset) -> T` over every output element of two broadcast layouts. The
 /// common case (both contiguous) avoids index arithmetic entirely.
 fn zip_layouts<T: Float>(la: &Layout, lb: &Layout, f: impl Fn(usize, usize) -> T + Sync) -> Vec<T> {
-    match (la.contiguous_range(), lb.contiguous_range()) {
-        (Some((a0, _)), Some((b0, _))) => par_fill(la.elem_count(), |i| f(a0 + i, b0 + i)),
-        _ => {
-            let offs: Vec<(usize, usize)> = la.offsets().zip(lb.offsets()).collect();
-            par_fill(offs.len(), |i| f(offs[i].0, offs[i].1))
-        }
+    if let (Some((a0, _)), Some((b0, _))) = (la.contiguous_range(), lb.contiguous_range()) {
+        return par_fill(la.elem_count(), |i| f(a0 + i, b0 + i));
     }
+    // Row by row over the last dim, whose strides (often 1 or 0, as for a broadcast bias) stay
+    // fixed; only the row starts are listed.
+    let (ra, sa) = rows(la);
+    let (rb, sb) = rows(lb);
+    let inner = la.shape().last().copied().unwrap_or(1);
+    let mut out = vec![T::ZERO; la.elem_count()];
+    if inner == 0 {
+        return out;
+    }
+    let fill_row = |(r, row): (usize, &mut [T])| {
+        for (j, o) in row.iter_mut().enumerate() {
+            *o = f(ra[r] + j * sa, rb[r] + j * sb);
+        }
+    };
+    if out.len() < PAR_CHUNK {
+        out.chunks_mut(inner).enumerate().for_each(fill_row);
+    } else {
+        out.par_chunks_mut(inner).enumerate().for_each(fill_row);
+    }
+    out
+}
+
+/// The storage offset of each row (all dims but the last) and the last dim's stride.
+fn rows(l: &Layout) -> (Vec<usize>, usize) {
+    let rank = l.rank();
+    if rank == 0 {
+        return (vec![l.offset()], 0);
+    }
+    let outer = Layout::new(l.shape()[..rank - 1].to_vec(), l.strides()[..rank - 1].to_vec(), l.offset());
+    (outer.offsets().collect(), l.strides()[rank - 1])
 }
 
 /// Float data of a storage without copying (the layout is applied by the caller's offsets).
@@ -206,9 +232,10 @@ pub fn where_cond(cond: &CpuStorage, lc: &Layout, t: (&CpuStorage, &Layout), f: 
         lc.offsets().map(|o| c[o] != 0.0).collect()
     };
     let (td, fd) = (whole(t.0, "where")?, whole(f.0, "where")?);
-    let (to, fo): (Vec<usize>, Vec<usize>) = (t.1.offsets().collect(), f.1.offsets().collect());
-    Ok(
-        with_float2!("where", td, fd, (x, y) => par_fill(mask.len(), |i| if mask[i] { x[to[i]] } else { y[fo[i]] }))
-            .into_storage(t.0.dtype()),
-    )
+    // Both branches are read at the same positions; pick per element after.
+    let picked = with_float2!("where", td, fd, (x, y) => {
+        let (on_true, on_false) = (zip_layouts(t.1, t.1, |i, _| x[i]), zip_layouts(f.1, f.1, |i, _| y[i]));
+        on_true.into_iter().zip(on_false).zip(&mask).map(|((a, b), &m)| if m { a } else { b }).collect()
+    });
+    Ok(picked.into_storage(t.0.dtype()))
 }

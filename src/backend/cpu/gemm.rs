@@ -28,13 +28,6 @@ pub struct MatRef<'a, T> {
     pub cs: usize,
 }
 
-impl<T: Copy> MatRef<'_, T> {
-    #[inline(always)]
-    fn at(&self, i: usize, j: usize) -> T {
-        self.data[self.offset + i * self.rs + j * self.cs]
-    }
-}
-
 /// A register-tiled kernel: C[mr x nr] (row stride ldc) += packed A panel x packed B panel.
 #[derive(Clone, Copy)]
 pub struct MicroKernel<T> {
@@ -142,41 +135,51 @@ pub fn micro_kernel<T: Float>() -> MicroKernel<T> {
 }
 
 thread_local! {
-    // Reused packing buffers (u64 words so f32 and f64 both fit aligned): no allocation per tile.
-    static PACK_BUFFERS: RefCell<(Vec<u64>, Vec<u64>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+    // Reused packing buffers (u64 words, so f32 and f64 both fit aligned): no allocation per call.
+    static PACKED_B: RefCell<Vec<u64>> = const { RefCell::new(Vec::new()) };
+    static PACK_A: RefCell<Vec<u64>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Packs `lines` (rows of A, or columns of B) over the k range `ks` into panels of `w`
+/// interleaved lines: out[panel][p][l] = element (line l0 + l, k0 + p), zero past the last line.
+/// Element (line, k) sits at offset + line * line_stride + k * k_stride. Operands contiguous along
+/// k (A row-major, B transposed) or along lines (A transposed, B row-major) are copied in runs.
+fn pack<T: Float>(m: &MatRef<T>, line_stride: usize, k_stride: usize, w: usize, lines: Range<usize>, ks: Range<usize>, out: &mut [T]) {
+    let kc = ks.len();
+    for (panel, l0) in lines.clone().step_by(w).enumerate() {
+        let dst = &mut out[panel * kc * w..(panel + 1) * kc * w];
+        let valid = w.min(lines.end - l0);
+        let at = |l: usize, k: usize| m.offset + (l0 + l) * line_stride + k * k_stride;
+        if valid < w {
+            dst.iter_mut().for_each(|x| *x = T::ZERO);
+        }
+        if k_stride == 1 {
+            for l in 0..valid {
+                let src = &m.data[at(l, ks.start)..at(l, ks.start) + kc];
+                for (p, &v) in src.iter().enumerate() {
+                    dst[p * w + l] = v;
+                }
+            }
+        } else if line_stride == 1 {
+            for (p, k) in ks.clone().enumerate() {
+                dst[p * w..p * w + valid].copy_from_slice(&m.data[at(0, k)..at(0, k) + valid]);
+            }
+        } else {
+            for (p, k) in ks.clone().enumerate() {
+                for l in 0..valid {
+                    dst[p * w + l] = m.data[at(l, k)];
+                }
+            }
+        }
+    }
 }
 
 fn pack_a<T: Float>(a: &MatRef<T>, mr: usize, rows: Range<usize>, ks: Range<usize>, out: &mut [T]) {
-    let kc = ks.len();
-    for (panel, r0) in rows.clone().step_by(mr).enumerate() {
-        let dst = &mut out[panel * kc * mr..(panel + 1) * kc * mr];
-        let valid = mr.min(rows.end - r0);
-        for (p, k) in ks.clone().enumerate() {
-            for i in 0..mr {
-                dst[p * mr + i] = if i < valid { a.at(r0 + i, k) } else { T::ZERO };
-            }
-        }
-    }
+    pack(a, a.rs, a.cs, mr, rows, ks, out)
 }
 
 fn pack_b<T: Float>(b: &MatRef<T>, nr: usize, ks: Range<usize>, cols: Range<usize>, out: &mut [T]) {
-    let kc = ks.len();
-    for (panel, c0) in cols.clone().step_by(nr).enumerate() {
-        let dst = &mut out[panel * kc * nr..(panel + 1) * kc * nr];
-        let valid = nr.min(cols.end - c0);
-        if b.cs == 1 && valid == nr {
-            for (p, k) in ks.clone().enumerate() {
-                let src = b.offset + k * b.rs + c0;
-                dst[p * nr..(p + 1) * nr].copy_from_slice(&b.data[src..src + nr]);
-            }
-            continue;
-        }
-        for (p, k) in ks.clone().enumerate() {
-            for j in 0..nr {
-                dst[p * nr + j] = if j < valid { b.at(k, c0 + j) } else { T::ZERO };
-            }
-        }
-    }
+    pack(b, b.cs, b.rs, nr, cols, ks, out)
 }
 
 /// All micro-tiles of one packed (mc x kc) x (kc x nc) block; edge tiles go through a scratch
@@ -216,76 +219,96 @@ impl<T> SendPtr<T> {
     }
 }
 
-/// One C tile: rows `rows`, columns `cols`, all of K.
-#[allow(clippy::too_many_arguments)]
-fn gemm_tile<T: Float>(
-    uk: &MicroKernel<T>,
-    a: &MatRef<T>,
-    b: &MatRef<T>,
-    k: usize,
-    c: SendPtr<T>,
-    ldc: usize,
-    rows: Range<usize>,
-    cols: Range<usize>,
-) {
-    PACK_BUFFERS.with(|bufs| {
-        let mut bufs = bufs.borrow_mut();
-        let words = |n: usize| (n * std::mem::size_of::<T>()).div_ceil(8);
-        let a_len = rows.len().div_ceil(uk.mr) * uk.mr * KC;
-        let b_len = cols.len().div_ceil(uk.nr) * uk.nr * KC;
-        let (ba, bb) = &mut *bufs;
-        if ba.len() < words(a_len) {
-            ba.resize(words(a_len), 0);
-        }
-        if bb.len() < words(b_len) {
-            bb.resize(words(b_len), 0);
-        }
-        // SAFETY: the buffers are 8-byte aligned u64 storage large enough for a_len/b_len Ts,
-        // and T is f32 or f64 (any bit pattern is valid).
-        let pa = unsafe { std::slice::from_raw_parts_mut(ba.as_mut_ptr() as *mut T, a_len) };
-        let pb = unsafe { std::slice::from_raw_parts_mut(bb.as_mut_ptr() as *mut T, b_len) };
-        for k0 in (0..k).step_by(KC) {
-            let ks = k0..(k0 + KC).min(k);
-            pack_a(a, uk.mr, rows.clone(), ks.clone(), pa);
-            pack_b(b, uk.nr, ks.clone(), cols.clone(), pb);
-            // SAFETY: this task owns C[rows, cols]; the kernels write only inside it.
-            unsafe {
-                let c_tile = c.get().add(rows.start * ldc + cols.start);
-                macro_kernel(uk, rows.len(), cols.len(), ks.len(), pa.as_ptr(), pb.as_ptr(), c_tile, ldc);
-            }
-        }
-    });
+/// A reusable, 8-byte aligned buffer viewed as `len` elements of T (f32 or f64).
+fn workspace<T: Float>(buf: &mut Vec<u64>, len: usize) -> &mut [T] {
+    let words = (len * std::mem::size_of::<T>()).div_ceil(8);
+    if buf.len() < words {
+        buf.resize(words, 0);
+    }
+    // SAFETY: the buffer holds at least len Ts, is 8-byte aligned, and any bits are a valid f32/f64.
+    unsafe { std::slice::from_raw_parts_mut(buf.as_mut_ptr() as *mut T, len) }
 }
 
 /// For each batch b: C_b (row-major m x n, contiguous after one another) += A_b B_b, with A_b
 /// (m x k) and B_b (k x n) strided. `c` holds batch * m * n elements, zeroed by the caller.
+///
+/// Loop order (BLIS): for each NC-column block and KC-deep slice, B is packed once (its NR
+/// panels in parallel) and shared; then M blocks, split further by column chunks when there
+/// are fewer blocks than threads, each pack their A block and run the micro-kernels.
 pub fn gemm_batched<T: Float>(m: usize, n: usize, k: usize, a: &[MatRef<T>], b: &[MatRef<T>], c: &mut [T]) {
     let uk = micro_kernel::<T>();
-    let batch = a.len();
+    let parallel = m * n * k * a.len() >= (1 << 17);
+    let threads = if parallel { rayon::current_num_threads() } else { 1 };
     let cptr = SendPtr(c.as_mut_ptr());
-    // Tiles of C are the unit of parallel work; small problems stay on the calling thread.
-    let mc = if batch == 1 && m * n * k > (1 << 20) {
-        MC.min(m.div_ceil(rayon::current_num_threads()).div_ceil(uk.mr) * uk.mr).max(uk.mr)
-    } else {
-        MC
-    };
-    let mut tasks = Vec::new();
-    for bi in 0..batch {
-        for r0 in (0..m).step_by(mc) {
-            for c0 in (0..n).step_by(NC) {
-                tasks.push((bi, r0..(r0 + mc).min(m), c0..(c0 + NC).min(n)));
+    PACKED_B.with(|packed| {
+        // A thread that waits inside rayon may be handed another product while its buffer is
+        // in use: that one packs into a buffer of its own.
+        let mut own = Vec::new();
+        let mut guard = packed.try_borrow_mut().ok();
+        let packed = guard.as_deref_mut().unwrap_or(&mut own);
+        for (bi, (am, bm)) in a.iter().zip(b).enumerate() {
+            for jc in (0..n).step_by(NC) {
+                let cols = jc..(jc + NC).min(n);
+                let panels = cols.len().div_ceil(uk.nr);
+                for pc in (0..k).step_by(KC) {
+                    let ks = pc..(pc + KC).min(k);
+                    let kc = ks.len();
+                    let pb = workspace::<T>(packed, panels * uk.nr * kc);
+                    let pack_panel = |(p, dst): (usize, &mut [T])| {
+                        let c0 = cols.start + p * uk.nr;
+                        pack_b(bm, uk.nr, ks.clone(), c0..(c0 + uk.nr).min(cols.end), dst)
+                    };
+                    if parallel {
+                        pb.par_chunks_mut(uk.nr * kc).enumerate().for_each(pack_panel);
+                    } else {
+                        pb.chunks_mut(uk.nr * kc).enumerate().for_each(pack_panel);
+                    }
+                    let pb: &[T] = pb;
+                    // Work items: (row block, panel range); enough of them to feed every thread.
+                    let m_blocks = m.div_ceil(MC);
+                    let chunks = threads.div_ceil(m_blocks).clamp(1, panels);
+                    let per_chunk = panels.div_ceil(chunks);
+                    let tasks: Vec<(Range<usize>, Range<usize>)> = (0..m)
+                        .step_by(MC)
+                        .flat_map(|r0| {
+                            (0..panels)
+                                .step_by(per_chunk)
+                                .map(move |p0| (r0..(r0 + MC).min(m), p0..(p0 + per_chunk).min(panels)))
+                        })
+                        .collect();
+                    let run = |(rows, prange): (Range<usize>, Range<usize>)| {
+                        PACK_A.with(|buf| {
+                            let mut buf = buf.borrow_mut();
+                            let pa = workspace::<T>(&mut buf, rows.len().div_ceil(uk.mr) * uk.mr * kc);
+                            pack_a(am, uk.mr, rows.clone(), ks.clone(), pa);
+                            let col0 = cols.start + prange.start * uk.nr;
+                            let ncols = (cols.start + prange.end * uk.nr).min(cols.end) - col0;
+                            // SAFETY: each task owns C rows `rows` x its columns; the packed B
+                            // panels it reads were written before the tasks started.
+                            unsafe {
+                                let c_tile = cptr.get().add(bi * m * n + rows.start * n + col0);
+                                macro_kernel(
+                                    &uk,
+                                    rows.len(),
+                                    ncols,
+                                    kc,
+                                    pa.as_ptr(),
+                                    pb.as_ptr().add(prange.start * uk.nr * kc),
+                                    c_tile,
+                                    n,
+                                );
+                            }
+                        })
+                    };
+                    if parallel && tasks.len() > 1 {
+                        tasks.into_par_iter().for_each(run);
+                    } else {
+                        tasks.into_iter().for_each(run);
+                    }
+                }
             }
         }
-    }
-    let run = |(bi, rows, cols): (usize, Range<usize>, Range<usize>)| {
-        let c_batch = SendPtr(unsafe { cptr.get().add(bi * m * n) });
-        gemm_tile(&uk, &a[bi], &b[bi], k, c_batch, n, rows, cols);
-    };
-    if (m * n * k * batch) < (1 << 17) || tasks.len() == 1 {
-        tasks.into_iter().for_each(run);
-    } else {
-        tasks.into_par_iter().for_each(run);
-    }
+    });
 }
 
 /// Offsets of each batch matrix for a [batch.., r, c] layout.
