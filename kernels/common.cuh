@@ -119,4 +119,61 @@ __device__ __forceinline__ bool strided_contiguous(const StridedLayout& l) {
   return ok;
 }
 
+// ---- 16-byte vector access --------------------------------------------------------
+// K consecutive elements moved as one access: K = 1 (scalar) or K = kVec<T> (one 16-byte
+// uint4 access; the address must be 16-byte aligned).
+template <class T>
+constexpr int kVec = 16 / (int)sizeof(T);  // elements per 16-byte access
+
+__device__ __forceinline__ unsigned to_bits(float v) { return __float_as_uint(v); }
+__device__ __forceinline__ unsigned to_bits(__half v) { return __half_as_ushort(v); }
+__device__ __forceinline__ unsigned to_bits(__nv_bfloat16 v) { return __bfloat16_as_ushort(v); }
+template <class T>
+__device__ __forceinline__ T from_bits(unsigned u);
+template <>
+__device__ __forceinline__ float from_bits<float>(unsigned u) {
+  return __uint_as_float(u);
+}
+template <>
+__device__ __forceinline__ __half from_bits<__half>(unsigned u) {
+  return __ushort_as_half((unsigned short)u);
+}
+template <>
+__device__ __forceinline__ __nv_bfloat16 from_bits<__nv_bfloat16>(unsigned u) {
+  return __ushort_as_bfloat16((unsigned short)u);
+}
+
+template <int K, class T>
+__device__ __forceinline__ void load_k(const T* p, long long i, float (&f)[K]) {
+  if constexpr (K == 1) {
+    f[0] = to_float(p[i]);
+  } else {
+    static_assert(K == kVec<T>, "K is 1 or one 16-byte vector");
+    const uint4 u = *reinterpret_cast<const uint4*>(p + i);
+    const unsigned w[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+    for (int j = 0; j < K; ++j)
+      f[j] = to_float(from_bits<T>(sizeof(T) == 4 ? w[j] : w[j / 2] >> (16 * (j % 2))));
+  }
+}
+template <int K, class T>
+__device__ __forceinline__ void store_k(T* p, long long i, const float (&f)[K]) {
+  if constexpr (K == 1) {
+    p[i] = from_float<T>(f[0]);
+  } else {
+    static_assert(K == kVec<T>, "K is 1 or one 16-byte vector");
+    unsigned w[4];
+#pragma unroll
+    for (int j = 0; j < 4; ++j)
+      w[j] = sizeof(T) == 4
+                 ? to_bits(from_float<T>(f[j]))
+                 : to_bits(from_float<T>(f[2 * j])) | to_bits(from_float<T>(f[2 * j + 1])) << 16;
+    *reinterpret_cast<uint4*>(p + i) = make_uint4(w[0], w[1], w[2], w[3]);
+  }
+}
+
+__device__ __forceinline__ bool aligned16(const void* p) {
+  return (reinterpret_cast<unsigned long long>(p) & 15ull) == 0;
+}
+
 }  // namespace vlk

@@ -223,4 +223,3 @@ fn real_size_vit_b32_config_embeds_end_to_end() {
     let logit = clip.logits_per_image(&i, &t).unwrap().to_f64().unwrap();
     assert!(logit.is_finite() && logit.abs() <= 14.3, "cosine times exp(2.6592): {logit}");
 }
-

@@ -84,6 +84,40 @@ pub struct AttentionParams {
     pub causal: bool,
 }
 
+/// Sizes of an attention call: batch, heads, query length, key length, head dim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttentionDims {
+    pub b: usize,
+    pub h: usize,
+    pub sq: usize,
+    pub sk: usize,
+    pub d: usize,
+}
+
+/// Checks q [B, H, Sq, D] and k, v [B, H, Sk, D], each with a contiguous last dim.
+pub fn attention_dims(q: &Layout, k: &Layout, v: &Layout, op: &'static str) -> Result<AttentionDims> {
+    let (qs, ks, vs) = (q.shape(), k.shape(), v.shape());
+    let ok = qs.len() == 4 && ks.len() == 4 && vs.len() == 4 && qs[0] == ks[0] && qs[1] == ks[1] && qs[3] == ks[3] && ks == vs;
+    if !ok {
+        return Err(Error::shape(
+            op,
+            format!("q {qs:?}, k {ks:?}, v {vs:?}: expected [B, H, Sq, D] and two [B, H, Sk, D]"),
+        ));
+    }
+    for (name, l) in [("q", q), ("k", k), ("v", v)] {
+        if l.strides()[3] != 1 && l.shape()[3] > 1 {
+            return Err(Error::shape(op, format!("{name} must have a contiguous last dim")));
+        }
+    }
+    Ok(AttentionDims {
+        b: qs[0],
+        h: qs[1],
+        sq: qs[2],
+        sk: ks[2],
+        d: qs[3],
+    })
+}
+
 /// One AdamW update; `step` counts from 1 (bias correction). `lr` already includes any schedule.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AdamWStep {

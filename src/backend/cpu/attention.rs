@@ -32,14 +32,7 @@ impl<'a, T> Heads<'a, T> {
     }
 }
 
-#[derive(Clone, Copy)]
-struct Dims {
-    b: usize,
-    h: usize,
-    sq: usize,
-    sk: usize,
-    d: usize,
-}
+use crate::backend::{attention_dims, AttentionDims as Dims};
 
 /// Dot product with 8 independent partial sums so the compiler can vectorise it.
 #[inline(always)]
@@ -260,29 +253,6 @@ fn heads<'a, T>(data: &'a [T], layout: &Layout) -> Heads<'a, T> {
     }
 }
 
-fn check_dims(q: &Layout, k: &Layout, v: &Layout, op: &'static str) -> Result<Dims> {
-    let (qs, ks, vs) = (q.shape(), k.shape(), v.shape());
-    let ok = qs.len() == 4 && ks.len() == 4 && vs.len() == 4 && qs[0] == ks[0] && qs[1] == ks[1] && qs[3] == ks[3] && ks == vs;
-    if !ok {
-        return Err(Error::shape(
-            op,
-            format!("q {qs:?}, k {ks:?}, v {vs:?}: expected [B, H, Sq, D] and two [B, H, Sk, D]"),
-        ));
-    }
-    for (name, l) in [("q", q), ("k", k), ("v", v)] {
-        if l.strides()[3] != 1 && l.shape()[3] > 1 {
-            return Err(Error::shape(op, format!("{name} must have a contiguous last dim")));
-        }
-    }
-    Ok(Dims {
-        b: qs[0],
-        h: qs[1],
-        sq: qs[2],
-        sk: ks[2],
-        d: qs[3],
-    })
-}
-
 fn mask_vec(mask: Option<(&CpuStorage, &Layout)>, dims: Dims, op: &'static str) -> Result<Option<Vec<bool>>> {
     let Some((m, lm)) = mask else { return Ok(None) };
     if lm.shape() != [dims.b, dims.sk] {
@@ -304,7 +274,7 @@ type Operand<'a> = (&'a CpuStorage, &'a Layout);
 
 pub fn forward(q: Operand, k: Operand, v: Operand, mask: Option<Operand>, params: AttentionParams) -> Result<(CpuStorage, CpuStorage)> {
     let op = "attention";
-    let dims = check_dims(q.1, k.1, v.1, op)?;
+    let dims = attention_dims(q.1, k.1, v.1, op)?;
     let mask = mask_vec(mask, dims, op)?;
     let vis = Visibility {
         causal: params.causal,
@@ -337,7 +307,7 @@ pub fn backward(
     params: AttentionParams,
 ) -> Result<(CpuStorage, CpuStorage, CpuStorage)> {
     let op = "attention_backward";
-    let dims = check_dims(q.1, k.1, v.1, op)?;
+    let dims = attention_dims(q.1, k.1, v.1, op)?;
     if out.1.shape() != q.1.shape() || dout.1.shape() != q.1.shape() {
         return Err(Error::shape(
             op,

@@ -3,41 +3,15 @@
 
 use super::runtime::{elementwise_config, Args, LaunchConfig};
 use super::{float_suffix, GpuStorage};
-use crate::backend::AttentionParams;
+use crate::backend::{attention_dims, AttentionDims as Dims, AttentionParams};
 use crate::{DType, Error, Layout, Result};
 
-#[derive(Clone, Copy)]
-struct Dims {
-    b: usize,
-    h: usize,
-    sq: usize,
-    sk: usize,
-    d: usize,
-}
-
 fn check(q: &Layout, k: &Layout, v: &Layout, op: &'static str) -> Result<Dims> {
-    let (qs, ks, vs) = (q.shape(), k.shape(), v.shape());
-    if qs.len() != 4 || ks.len() != 4 || ks != vs || qs[0] != ks[0] || qs[1] != ks[1] || qs[3] != ks[3] {
-        return Err(Error::shape(
-            op,
-            format!("q {qs:?}, k {ks:?}, v {vs:?}: expected [B, H, Sq, D] and two [B, H, Sk, D]"),
-        ));
+    let dims = attention_dims(q, k, v, op)?;
+    if dims.d > 256 {
+        return Err(Error::shape(op, format!("head dim {} above the kernels' 256", dims.d)));
     }
-    for (name, l) in [("q", q), ("k", k), ("v", v)] {
-        if l.strides()[3] != 1 && l.shape()[3] > 1 {
-            return Err(Error::shape(op, format!("{name} must have a contiguous last dim")));
-        }
-    }
-    if qs[3] > 256 {
-        return Err(Error::shape(op, format!("head dim {} above the kernels' 256", qs[3])));
-    }
-    Ok(Dims {
-        b: qs[0],
-        h: qs[1],
-        sq: qs[2],
-        sk: ks[2],
-        d: qs[3],
-    })
+    Ok(dims)
 }
 
 fn tensor_cores(dtype: DType, d: usize) -> bool {
