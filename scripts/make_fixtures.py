@@ -15,6 +15,9 @@ Fixtures (each a Hub-style directory):
                    + tokenizer.json; references computed in f32 on CPU from the
                    f16-rounded weights
   vit-tiny/        ViTModel with pooler, f32
+  preprocess/      three small images (PNG and JPEG, wide, tall, square) and the
+                   pixel values CLIPImageProcessor (shortest edge 16, crop 16)
+                   makes of each
 
 All weights are re-drawn after init (matrices/embeddings N(0, 0.2), biases
 N(0, 0.1), LayerNorm weight 1 + N(0, 0.1), LayerNorm bias N(0, 0.1),
@@ -300,6 +303,27 @@ def report(d: Path, ref, out):
         print(f"   ref {k}: {v}")
 
 
+def make_preprocess():
+    """Images of three aspect ratios and what CLIPImageProcessor makes of them."""
+    import numpy as np
+    from PIL import Image
+    from safetensors.numpy import save_file as save_numpy
+    from transformers import CLIPImageProcessor
+
+    d = OUT / "preprocess"
+    d.mkdir(parents=True, exist_ok=True)
+    proc = CLIPImageProcessor(size={"shortest_edge": 16}, crop_size={"height": 16, "width": 16})
+    out = {}
+    for name, (w, h) in {"wide.png": (53, 37), "tall.jpg": (29, 61), "square.png": (40, 40)}.items():
+        y, x = np.mgrid[0:h, 0:w]
+        img = np.stack([(x * 255 / w), (y * 255 / h), ((x + y) * 3) % 256], -1).astype(np.uint8)
+        img[h // 3 : 2 * h // 3, w // 3 : 2 * w // 3] = [200, 40, 90]
+        Image.fromarray(img).save(d / name, **({"quality": 95} if name.endswith(".jpg") else {}))
+        decoded = Image.open(d / name).convert("RGB")
+        out[name] = proc(images=decoded, return_tensors="np")["pixel_values"][0].astype(np.float32)
+    save_numpy(out, str(d / "reference.safetensors"))
+
+
 def main():
     assert TOKENIZER.exists(), "run scripts/make_clip_tokenizer.py first"
     OUT.mkdir(parents=True, exist_ok=True)
@@ -413,6 +437,7 @@ def main():
     )
 
     make_vit()
+    make_preprocess()
 
     total = sum(p.stat().st_size for p in OUT.rglob("*") if p.is_file())
     print(f"tests/fixtures total: {total / 1e6:.2f} MB")

@@ -223,3 +223,23 @@ fn real_size_vit_b32_config_embeds_end_to_end() {
     let logit = clip.logits_per_image(&i, &t).unwrap().to_f64().unwrap();
     assert!(logit.is_finite() && logit.abs() <= 14.3, "cosine times exp(2.6592): {logit}");
 }
+
+#[test]
+fn image_preprocessing_matches_transformers() {
+    let dir = fixture("preprocess");
+    let reference = vlk::io::safetensors::load(dir.join("reference.safetensors"), Device::Cpu).unwrap();
+    let proc = vlk::data::image::ImageProcessor::clip(16);
+    for name in ["wide.png", "tall.jpg", "square.png"] {
+        let got = proc.process(&vlk::data::image::load_image(&dir.join(name)).unwrap());
+        let want = reference[name].to_vec::<f32>().unwrap();
+        // PIL's and the image crate's bicubic filters differ in the last bits of each pixel,
+        // and JPEG decoders may differ by a level: compare per pixel and on average.
+        let diffs: Vec<f32> = got.iter().zip(&want).map(|(g, w)| (g - w).abs()).collect();
+        let mean = diffs.iter().sum::<f32>() / diffs.len() as f32;
+        let max = diffs.iter().copied().fold(0.0, f32::max);
+        assert!(
+            mean < 0.01 && max < 0.08,
+            "{name}: mean |diff| {mean:.4}, max {max:.4} (normalised units)"
+        );
+    }
+}

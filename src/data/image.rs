@@ -83,11 +83,15 @@ impl ImageProcessor {
     pub fn process(&self, img: &image::DynamicImage) -> Vec<f32> {
         let rgb = img.to_rgb8();
         let (w, h) = rgb.dimensions();
-        let scale = self.shortest_edge as f64 / w.min(h) as f64;
-        let (nw, nh) = (
-            ((w as f64 * scale).round() as u32).max(self.crop.1 as u32),
-            ((h as f64 * scale).round() as u32).max(self.crop.0 as u32),
-        );
+        // As transformers sizes it: the short side becomes `shortest_edge`, the long side is
+        // scaled and truncated.
+        let short = self.shortest_edge as u64;
+        let (nw, nh) = if w <= h {
+            (short, h as u64 * short / w as u64)
+        } else {
+            (w as u64 * short / h as u64, short)
+        };
+        let (nw, nh) = ((nw as u32).max(self.crop.1 as u32), (nh as u32).max(self.crop.0 as u32));
         let resized = image::imageops::resize(&rgb, nw, nh, image::imageops::FilterType::CatmullRom);
         let (ch, cw) = (self.crop.0 as u32, self.crop.1 as u32);
         let (top, left) = ((nh - ch) / 2, (nw - cw) / 2);
