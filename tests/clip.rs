@@ -243,3 +243,53 @@ fn image_preprocessing_matches_transformers() {
         );
     }
 }
+
+#[test]
+fn contrastive_loss_is_the_symmetric_cross_entropy_and_reaches_every_part() {
+    let dir = fixture("clip-gelu");
+    let reference = vlk::io::safetensors::load(dir.join("reference.safetensors"), Device::Cpu).unwrap();
+    let clip = Clip::load(&dir, Device::Cpu, DType::F32).unwrap();
+    let (i, t) = (
+        clip.image_embeds(&reference["pixel_values"]).unwrap(),
+        clip.text_embeds(&reference["input_ids"], Some(&reference["attention_mask"]))
+            .unwrap(),
+    );
+    let logits = clip.logits_per_image(&i, &t).unwrap();
+    let loss = clip.contrastive_loss(&logits).unwrap();
+    let l: Vec<Vec<f64>> = logits
+        .to_vec2::<f32>()
+        .unwrap()
+        .into_iter()
+        .map(|r| r.into_iter().map(f64::from).collect())
+        .collect();
+    let n = l.len();
+    let xent = |row: &dyn Fn(usize, usize) -> f64| -> f64 {
+        (0..n)
+            .map(|a| (0..n).map(|b| row(a, b).exp()).sum::<f64>().ln() - row(a, a))
+            .sum::<f64>()
+            / n as f64
+    };
+    let want = 0.5 * (xent(&|a, b| l[a][b]) + xent(&|a, b| l[b][a]));
+    assert!((loss.to_f64().unwrap() - want).abs() < 1e-5, "{} vs {want}", loss.to_f64().unwrap());
+    let grads = loss.backward().unwrap();
+    for name in [
+        "logit_scale",
+        "visual_projection.weight",
+        "text_projection.weight",
+        "vision_model.embeddings.patch_embedding.weight",
+        "vision_model.embeddings.class_embedding",
+        "text_model.embeddings.token_embedding.weight",
+        "text_model.encoder.layers.1.mlp.fc2.weight",
+    ] {
+        let p = clip.store.get(name).unwrap();
+        let g = grads
+            .get(&p)
+            .unwrap_or_else(|| panic!("no gradient for {name}"))
+            .to_f64_vec()
+            .unwrap();
+        assert!(
+            g.iter().all(|x| x.is_finite()) && g.iter().any(|&x| x != 0.0),
+            "{name}: gradient missing or not finite"
+        );
+    }
+}
