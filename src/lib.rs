@@ -19,6 +19,7 @@ pub mod ops;
 pub mod optim;
 mod rng;
 mod tensor;
+pub mod train;
 
 pub use autograd::{no_grad, Grads, NoGradGuard};
 pub use backend::{AttentionParams, BinaryOp, CmpOp, DenoiseParams, Prediction, ReduceOp, UnaryOp};

@@ -1,0 +1,6 @@
+//! Training infrastructure shared by the models' training loops: checkpoints that survive
+//! crashes and resume a run exactly.
+
+pub mod checkpoint;
+
+pub use checkpoint::{Checkpoint, Checkpointer};
