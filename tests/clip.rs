@@ -293,3 +293,16 @@ fn contrastive_loss_is_the_symmetric_cross_entropy_and_reaches_every_part() {
         );
     }
 }
+
+#[test]
+fn word_level_tokenizer_round_trips_through_a_file() {
+    let tok = ClipTokenizer::word_level(&["a", "red", "circle", "on", "the", "left"]).unwrap();
+    assert_eq!(tok.encode("A red  circle, on the LEFT").unwrap(), vec![0, 3, 4, 5, 2, 6, 7, 8, 1]);
+    assert_eq!(tok.eos_id(), 1);
+    let path = std::env::temp_dir().join(format!("vlk-wordlevel-{}.json", std::process::id()));
+    tok.save(&path).unwrap();
+    let again = ClipTokenizer::from_file(&path).unwrap();
+    assert_eq!(again.encode("the red circle").unwrap(), vec![0, 7, 4, 5, 1]);
+    assert!(ClipTokenizer::word_level(&["a", "a"]).is_err());
+    std::fs::remove_file(&path).ok();
+}

@@ -40,6 +40,50 @@ impl ClipTokenizer {
         Self::from_tokenizer(inner, "bundled tokenizer")
     }
 
+    /// A word-level tokenizer over a closed vocabulary (the built-in datasets' captions): ids 0
+    /// and 1 are the start and end tokens, 2 stands for unknown words, then `words` in order.
+    /// Text is lower-cased and split on whitespace and punctuation.
+    pub fn word_level(words: &[&str]) -> Result<Self> {
+        let mut vocab = serde_json::Map::new();
+        for (i, w) in ["<|startoftext|>", "<|endoftext|>", "<unk>"].iter().chain(words).enumerate() {
+            if vocab.insert(w.to_string(), i.into()).is_some() {
+                return Err(Error::msg(format!("tokenizer: word {w:?} appears twice in the vocabulary")));
+            }
+        }
+        let special = |id: usize, content: &str| serde_json::json!({"id": id, "content": content, "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true});
+        let spec = serde_json::json!({
+            "version": "1.0",
+            "truncation": null,
+            "padding": null,
+            "added_tokens": [special(0, "<|startoftext|>"), special(1, "<|endoftext|>")],
+            "normalizer": {"type": "Sequence", "normalizers": [{"type": "NFC"}, {"type": "Lowercase"}]},
+            "pre_tokenizer": {"type": "Whitespace"},
+            "post_processor": {
+                "type": "TemplateProcessing",
+                "single": [{"SpecialToken": {"id": "<|startoftext|>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}, {"SpecialToken": {"id": "<|endoftext|>", "type_id": 0}}],
+                "pair": [{"SpecialToken": {"id": "<|startoftext|>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}, {"SpecialToken": {"id": "<|endoftext|>", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}}, {"SpecialToken": {"id": "<|endoftext|>", "type_id": 1}}],
+                "special_tokens": {
+                    "<|startoftext|>": {"id": "<|startoftext|>", "ids": [0], "tokens": ["<|startoftext|>"]},
+                    "<|endoftext|>": {"id": "<|endoftext|>", "ids": [1], "tokens": ["<|endoftext|>"]}
+                }
+            },
+            "decoder": null,
+            "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "<unk>"}
+        });
+        let inner =
+            tokenizers::Tokenizer::from_bytes(spec.to_string().as_bytes()).map_err(|e| Error::msg(format!("word-level tokenizer: {e}")))?;
+        Self::from_tokenizer(inner, "word-level tokenizer")
+    }
+
+    /// Writes `tokenizer.json` (readable by the Python `tokenizers` library too).
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let json = self
+            .inner
+            .to_string(false)
+            .map_err(|e| Error::msg(format!("tokenizer: cannot serialise: {e}")))?;
+        crate::io::write_atomic(path, json.as_bytes())
+    }
+
     /// Token ids with the start and end tokens.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
         let enc = self
