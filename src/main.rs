@@ -24,24 +24,8 @@ enum Command {
     Kernels(cli::kernels::KernelsArgs),
 }
 
-/// Lets `vlk ... | head` end quietly: Rust ignores SIGPIPE, which turns a closed pipe into a
-/// panic inside println!. The default action ends the process as other Unix tools do.
-#[cfg(unix)]
-fn restore_sigpipe() {
-    unsafe extern "C" {
-        fn signal(signum: i32, handler: usize) -> usize;
-    }
-    const SIGPIPE: i32 = 13;
-    const SIG_DFL: usize = 0;
-    // SAFETY: resetting a signal to its default action has no preconditions.
-    unsafe {
-        signal(SIGPIPE, SIG_DFL);
-    }
-}
-
 fn main() {
-    #[cfg(unix)]
-    restore_sigpipe();
+    cli::signals::restore_sigpipe();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Demo(args) => cli::demo::run(args),

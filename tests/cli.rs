@@ -204,3 +204,67 @@ fn bad_input_is_one_line_and_a_non_zero_exit() {
     );
     assert_clean_failure(&vlk(&["demo", "--device", "tpu"]), "unknown device");
 }
+
+/// The loss history written in a run's newest checkpoint.
+fn losses(run: &Path) -> Vec<(u64, f64)> {
+    let ck = vlk::train::Checkpointer::new(run, 2).latest().unwrap().unwrap();
+    let (state, _) = ck.state().unwrap();
+    serde_json::from_value(state["losses"].clone()).unwrap()
+}
+
+#[test]
+fn clip_train_resumes_the_exact_same_run() {
+    let full = scratch("train-full");
+    std::fs::remove_dir_all(&full).ok();
+    let args = |out: &Path, extra: &[&str]| -> Vec<String> {
+        let mut a: Vec<String> = [
+            "clip",
+            "train",
+            "--out",
+            out.to_str().unwrap(),
+            "--steps",
+            "6",
+            "--batch",
+            "8",
+            "--image-size",
+            "16",
+            "--checkpoint-every",
+            "3",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    let run = |a: Vec<String>| vlk(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let out = run(args(&full, &[]));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let uninterrupted = losses(&full);
+    assert_eq!(uninterrupted.len(), 6);
+
+    // Start a second run from the first one's step-3 checkpoint only.
+    let resumed = scratch("train-resumed");
+    std::fs::remove_dir_all(&resumed).ok();
+    std::fs::create_dir_all(resumed.join("checkpoints")).unwrap();
+    let step3 = full.join("checkpoints/step-00000003");
+    assert!(step3.is_dir());
+    std::fs::rename(&step3, resumed.join("checkpoints/step-00000003")).unwrap();
+    let out = run(args(&resumed, &["--resume"]));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(losses(&resumed), uninterrupted, "identical losses, bit for bit");
+
+    // The trained model loads with `vlk clip embed`; a second fresh run into the same folder is refused.
+    let model = resumed.join("model");
+    let out = vlk(&[
+        "clip",
+        "embed",
+        "--model",
+        model.to_str().unwrap(),
+        "--text",
+        "a red circle",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_clean_failure(&run(args(&resumed, &[])), "--resume");
+}

@@ -18,6 +18,8 @@ pub enum ClipCommand {
     ZeroShot(ZeroShotArgs),
     /// The images of a folder that best match a text query.
     Retrieve(RetrieveArgs),
+    /// Trains a CLIP contrastively from scratch.
+    Train(super::clip_train::TrainArgs),
 }
 
 #[derive(clap::Args)]
@@ -318,5 +320,6 @@ pub fn run(cmd: ClipCommand) -> Result<()> {
         ClipCommand::Embed(a) => embed(a),
         ClipCommand::ZeroShot(a) => zero_shot(a),
         ClipCommand::Retrieve(a) => retrieve(a),
+        ClipCommand::Train(a) => super::clip_train::run(a),
     }
 }

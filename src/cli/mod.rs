@@ -2,5 +2,7 @@
 
 pub mod bench_kernels;
 pub mod clip;
+pub mod clip_train;
 pub mod demo;
 pub mod kernels;
+pub mod signals;

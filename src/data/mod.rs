@@ -2,4 +2,5 @@
 //! preprocessing.
 
 pub mod image;
+pub mod shapes;
 pub mod tokenizer;

@@ -2,5 +2,6 @@
 //! crashes and resume a run exactly.
 
 pub mod checkpoint;
+pub mod clip;
 
 pub use checkpoint::{Checkpoint, Checkpointer};
