@@ -267,4 +267,27 @@ fn clip_train_resumes_the_exact_same_run() {
     ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_clean_failure(&run(args(&resumed, &[])), "--resume");
+
+    // Evaluation: one JSON object with zero-shot accuracies and recalls that grow with k.
+    let out = vlk(&["clip", "eval", "--model", model.to_str().unwrap(), "--n", "20", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let m: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for split in ["seen", "held_out"] {
+        let z = &m["zero_shot"][split];
+        assert_eq!(z["images"], 20);
+        for k in ["colour_shape", "colour", "shape"] {
+            let v = z[k].as_f64().unwrap();
+            assert!((0.0..=1.0).contains(&v), "{split} {k}: {v}");
+        }
+        assert!(
+            z["colour_shape"].as_f64() <= z["colour"].as_f64(),
+            "getting both right implies the colour"
+        );
+    }
+    for dir in ["image_to_text", "text_to_image"] {
+        let r = &m["retrieval"][dir];
+        let (r1, r5, r10) = (r["r1"].as_f64().unwrap(), r["r5"].as_f64().unwrap(), r["r10"].as_f64().unwrap());
+        assert!(r1 <= r5 && r5 <= r10 && r10 <= 1.0, "{dir}: {r1} {r5} {r10}");
+    }
+    assert_clean_failure(&vlk(&["clip", "eval", "--model", model.to_str().unwrap(), "--n", "3"]), "--n");
 }

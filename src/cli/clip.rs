@@ -20,6 +20,25 @@ pub enum ClipCommand {
     Retrieve(RetrieveArgs),
     /// Trains a CLIP contrastively from scratch.
     Train(super::clip_train::TrainArgs),
+    /// Zero-shot accuracy (seen and held-out colour-shape pairs) and retrieval recall on `shapes`.
+    Eval(EvalArgs),
+}
+
+#[derive(clap::Args)]
+pub struct EvalArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// `shapes` (the built-in set; its test splits are never trained on).
+    #[arg(long, default_value = "shapes")]
+    data: String,
+    /// Images per test split.
+    #[arg(long, default_value_t = 300)]
+    n: usize,
+    /// The seed the model was trained with (the dataset's seed).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args)]
@@ -315,11 +334,52 @@ fn retrieve(args: RetrieveArgs) -> Result<()> {
     Ok(())
 }
 
+fn eval(args: EvalArgs) -> Result<()> {
+    if args.data != "shapes" {
+        return Err(Error::msg(format!(
+            "clip eval: --data {}: only the built-in 'shapes' set is supported so far",
+            args.data
+        )));
+    }
+    if args.n < 10 {
+        return Err(Error::msg("clip eval: --n must be at least 10 (recall@10 needs ten candidates)"));
+    }
+    let m = load(&args.model)?;
+    let cfg = vlk::data::shapes::ShapesConfig {
+        image_size: m.clip.config.vision.image_size,
+        seed: args.seed,
+        ..Default::default()
+    };
+    let shapes = vlk::data::shapes::Shapes::new(cfg)?;
+    let metrics = vlk::train::clip_eval::evaluate(&m.clip, &m.tokenizer, &shapes, args.n, m.device)?;
+    if args.json {
+        println!("{}", metrics.to_json());
+        return Ok(());
+    }
+    for (name, z) in [("seen", metrics.seen), ("held-out", metrics.held_out)] {
+        println!(
+            "zero-shot {name:<9} colour+shape {:5.1}%  colour {:5.1}%  shape {:5.1}%  ({} images)",
+            100.0 * z.both,
+            100.0 * z.colour,
+            100.0 * z.shape,
+            z.images
+        );
+    }
+    let pct = |r: [f64; 3]| format!("R@1 {:5.1}%  R@5 {:5.1}%  R@10 {:5.1}%", 100.0 * r[0], 100.0 * r[1], 100.0 * r[2]);
+    println!("image->text {}\ntext->image {}", pct(metrics.i2t), pct(metrics.t2i));
+    println!(
+        "mean cosine: matching {:.3}, non-matching {:.3}",
+        metrics.mean_positive_cosine, metrics.mean_negative_cosine
+    );
+    Ok(())
+}
+
 pub fn run(cmd: ClipCommand) -> Result<()> {
     match cmd {
         ClipCommand::Embed(a) => embed(a),
         ClipCommand::ZeroShot(a) => zero_shot(a),
         ClipCommand::Retrieve(a) => retrieve(a),
         ClipCommand::Train(a) => super::clip_train::run(a),
+        ClipCommand::Eval(a) => eval(a),
     }
 }

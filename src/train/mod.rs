@@ -3,5 +3,6 @@
 
 pub mod checkpoint;
 pub mod clip;
+pub mod clip_eval;
 
 pub use checkpoint::{Checkpoint, Checkpointer};

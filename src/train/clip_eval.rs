@@ -1,0 +1,167 @@
+//! Evaluation of a CLIP on the built-in `shapes` set: zero-shot classification over every
+//! colour x shape prompt (and the colour and shape it implies, by marginal probability), for
+//! seen and held-out combinations separately; image-text retrieval recall@1/5/10 both ways on the
+//! test split; and the mean cosine of matching versus non-matching pairs.
+
+use crate::data::shapes::{Colour, Shape, Shapes, Split};
+use crate::data::tokenizer::ClipTokenizer;
+use crate::models::Clip;
+use crate::{DType, Device, Result, Tensor};
+use serde_json::{json, Value};
+
+/// Accuracies as fractions in [0, 1].
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct ZeroShot {
+    pub both: f64,
+    pub colour: f64,
+    pub shape: f64,
+    pub images: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ClipMetrics {
+    pub seen: ZeroShot,
+    pub held_out: ZeroShot,
+    /// Image to text and text to image recall at 1, 5, 10.
+    pub i2t: [f64; 3],
+    pub t2i: [f64; 3],
+    pub mean_positive_cosine: f64,
+    pub mean_negative_cosine: f64,
+}
+
+impl ClipMetrics {
+    pub fn to_json(&self) -> Value {
+        let zs = |z: &ZeroShot| json!({"colour_shape": z.both, "colour": z.colour, "shape": z.shape, "images": z.images});
+        json!({
+            "zero_shot": {"seen": zs(&self.seen), "held_out": zs(&self.held_out)},
+            "retrieval": {"image_to_text": {"r1": self.i2t[0], "r5": self.i2t[1], "r10": self.i2t[2]},
+                          "text_to_image": {"r1": self.t2i[0], "r5": self.t2i[1], "r10": self.t2i[2]}},
+            "mean_positive_cosine": self.mean_positive_cosine,
+            "mean_negative_cosine": self.mean_negative_cosine,
+        })
+    }
+}
+
+const BATCH: usize = 128;
+
+fn embed_images(clip: &Clip, shapes: &Shapes, split: Split, indices: &[u64], device: Device) -> Result<Tensor> {
+    let size = shapes.config().image_size;
+    let mut parts = Vec::new();
+    for chunk in indices.chunks(BATCH) {
+        let mut values = Vec::with_capacity(chunk.len() * 3 * size * size);
+        for &i in chunk {
+            values.extend(shapes.sample(split, i).image);
+        }
+        parts.push(clip.image_embeds(&Tensor::from_vec(values, &[chunk.len(), 3, size, size], device)?)?);
+    }
+    Tensor::concat(&parts.iter().collect::<Vec<_>>(), 0)
+}
+
+fn embed_texts(clip: &Clip, tok: &ClipTokenizer, texts: &[String], device: Device) -> Result<Tensor> {
+    let mut parts = Vec::new();
+    for chunk in texts.chunks(BATCH) {
+        let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
+        let batch = tok.encode_batch(&refs, clip.config.text.max_position_embeddings, device)?;
+        parts.push(clip.text_embeds(&batch.ids, Some(&batch.mask))?);
+    }
+    Tensor::concat(&parts.iter().collect::<Vec<_>>(), 0)
+}
+
+fn rows(t: &Tensor) -> Result<Vec<Vec<f32>>> {
+    t.to_dtype(DType::F32)?.to_vec2::<f32>()
+}
+
+/// Zero-shot accuracy on the first `n` single-object images of `split`.
+fn zero_shot(
+    clip: &Clip,
+    shapes: &Shapes,
+    split: Split,
+    n: usize,
+    prompts: &Tensor,
+    labels: &[(Shape, Colour)],
+    device: Device,
+) -> Result<ZeroShot> {
+    let (indices, truth): (Vec<u64>, Vec<(Shape, Colour)>) = (0..)
+        .map(|i| (i, shapes.sample(split, i)))
+        .filter(|(_, s)| s.objects.len() == 1)
+        .map(|(i, s)| (i, (s.objects[0].shape, s.objects[0].colour)))
+        .take(n)
+        .unzip();
+    let images = embed_images(clip, shapes, split, &indices, device)?;
+    let probs = rows(&clip.logits_per_image(&images, prompts)?.softmax()?)?;
+    let (mut both, mut colour, mut shape) = (0, 0, 0);
+    for (p, &(ts, tc)) in probs.iter().zip(&truth) {
+        let best = p
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .map(|(i, _)| labels[i])
+            .expect("labels");
+        let marginal =
+            |key: &dyn Fn(&(Shape, Colour)) -> bool| -> f32 { p.iter().zip(labels).filter(|(_, l)| key(l)).map(|(v, _)| v).sum() };
+        let best_colour = Colour::ALL
+            .iter()
+            .copied()
+            .max_by(|a, b| marginal(&|l| l.1 == *a).total_cmp(&marginal(&|l| l.1 == *b)))
+            .expect("colours");
+        let best_shape = Shape::ALL
+            .iter()
+            .copied()
+            .max_by(|a, b| marginal(&|l| l.0 == *a).total_cmp(&marginal(&|l| l.0 == *b)))
+            .expect("shapes");
+        both += usize::from(best == (ts, tc));
+        colour += usize::from(best_colour == tc);
+        shape += usize::from(best_shape == ts);
+    }
+    let m = truth.len().max(1) as f64;
+    Ok(ZeroShot {
+        both: both as f64 / m,
+        colour: colour as f64 / m,
+        shape: shape as f64 / m,
+        images: truth.len(),
+    })
+}
+
+/// Recall@{1,5,10} of the matching column for each row of a similarity matrix.
+fn recall(sim: &[Vec<f32>]) -> [f64; 3] {
+    let mut hits = [0usize; 3];
+    for (i, row) in sim.iter().enumerate() {
+        let rank = row.iter().filter(|&&v| v > row[i]).count();
+        for (h, k) in hits.iter_mut().zip([1, 5, 10]) {
+            *h += usize::from(rank < k);
+        }
+    }
+    hits.map(|h| h as f64 / sim.len().max(1) as f64)
+}
+
+/// All metrics over `n` images per split.
+pub fn evaluate(clip: &Clip, tok: &ClipTokenizer, shapes: &Shapes, n: usize, device: Device) -> Result<ClipMetrics> {
+    let _guard = crate::NoGradGuard::new();
+    let labels = Shapes::labels();
+    let prompts: Vec<String> = labels.iter().map(|&(s, c)| Shapes::prompt(s, c)).collect();
+    let prompt_embeds = embed_texts(clip, tok, &prompts, device)?;
+    let seen = zero_shot(clip, shapes, Split::TestSeen, n, &prompt_embeds, &labels, device)?;
+    let held_out = zero_shot(clip, shapes, Split::TestHeldOut, n, &prompt_embeds, &labels, device)?;
+
+    let indices: Vec<u64> = (0..n as u64).collect();
+    let captions: Vec<String> = indices.iter().map(|&i| shapes.sample(Split::TestSeen, i).caption).collect();
+    let images = embed_images(clip, shapes, Split::TestSeen, &indices, device)?;
+    let texts = embed_texts(clip, tok, &captions, device)?;
+    let cos = rows(&images.matmul(&texts.t()?)?)?;
+    let transposed: Vec<Vec<f32>> = (0..n).map(|j| cos.iter().map(|r| r[j]).collect()).collect();
+    let positive: f64 = (0..n).map(|i| cos[i][i] as f64).sum::<f64>() / n.max(1) as f64;
+    let total: f64 = cos.iter().flatten().map(|&v| v as f64).sum();
+    let negative = if n > 1 {
+        (total - positive * n as f64) / (n * (n - 1)) as f64
+    } else {
+        0.0
+    };
+    Ok(ClipMetrics {
+        seen,
+        held_out,
+        i2t: recall(&cos),
+        t2i: recall(&transposed),
+        mean_positive_cosine: positive,
+        mean_negative_cosine: negative,
+    })
+}
