@@ -53,6 +53,18 @@ impl TrainConfig {
         })
     }
 
+    /// AdamW over every parameter of `clip` (decay on matrices only: see `AdamW::new`).
+    fn optimizer(&self, clip: &Clip) -> Result<AdamW> {
+        AdamW::new(
+            clip.store.named(),
+            AdamWConfig {
+                lr: self.lr,
+                weight_decay: self.weight_decay,
+                ..Default::default()
+            },
+        )
+    }
+
     fn schedule(&self) -> CosineSchedule {
         CosineSchedule {
             peak_lr: self.lr,
@@ -101,14 +113,7 @@ impl ClipTrainer {
             return Err(Error::msg("clip train: a contrastive batch needs at least 2 pairs"));
         }
         let clip = Clip::new(model, device, DType::F32, config.seed)?;
-        let opt = AdamW::new(
-            clip.store.named(),
-            AdamWConfig {
-                lr: config.lr,
-                weight_decay: config.weight_decay,
-                ..Default::default()
-            },
-        )?;
+        let opt = config.optimizer(&clip)?;
         let rng = Rng::new(config.seed ^ 0x5EED);
         Ok(ClipTrainer {
             clip,
@@ -171,14 +176,7 @@ impl ClipTrainer {
         let config = TrainConfig::from_json(&state["train"], &context)?;
         let tokenizer = ClipTokenizer::from_file(&checkpoint.dir.join("tokenizer.json"))?;
         let clip = Clip::load(&checkpoint.dir, device, DType::F32)?;
-        let mut opt = AdamW::new(
-            clip.store.named(),
-            AdamWConfig {
-                lr: config.lr,
-                weight_decay: config.weight_decay,
-                ..Default::default()
-            },
-        )?;
+        let mut opt = config.optimizer(&clip)?;
         checkpoint.restore_optimizer(&mut opt)?;
         let losses: Vec<(u64, f64)> = serde_json::from_value(state["losses"].clone())
             .map_err(|e| Error::file(&context, format!("trainer state: bad 'losses': {e}")))?;
