@@ -365,3 +365,77 @@ fn transformer_training_step_matches_cpu() {
         assert!(r <= 1.0, "{name}: parameters after one step differ (ratio {r:.2})");
     }
 }
+
+/// Two contrastive CLIP training steps on the built-in shapes: the same losses on the device as
+/// on the CPU.
+#[test]
+fn clip_training_steps_match_cpu() {
+    use vlk::data::shapes::{Shapes, ShapesConfig, Split};
+    use vlk::data::tokenizer::ClipTokenizer;
+    use vlk::models::{ClipConfig, ClipTextConfig, ClipVisionConfig};
+    use vlk::train::clip::{ClipTrainer, TrainConfig};
+
+    let run = |device: Device| -> Vec<f64> {
+        let tokenizer = ClipTokenizer::word_level(&Shapes::vocabulary()).unwrap();
+        let act = Activation::QuickGelu;
+        let model = ClipConfig {
+            text: ClipTextConfig {
+                vocab_size: tokenizer.vocab_size(),
+                hidden_size: 32,
+                intermediate_size: 64,
+                num_hidden_layers: 1,
+                num_attention_heads: 2,
+                max_position_embeddings: 24,
+                hidden_act: act,
+                layer_norm_eps: 1e-5,
+                eos_token_id: 1,
+                pad_token_id: 1,
+                bos_token_id: 0,
+            },
+            vision: ClipVisionConfig {
+                hidden_size: 32,
+                intermediate_size: 64,
+                num_hidden_layers: 1,
+                num_attention_heads: 2,
+                num_channels: 3,
+                image_size: 16,
+                patch_size: 4,
+                hidden_act: act,
+                layer_norm_eps: 1e-5,
+            },
+            projection_dim: 16,
+            logit_scale_init_value: 2.6592,
+        };
+        let config = TrainConfig {
+            steps: 3,
+            batch: 6,
+            lr: 1e-3,
+            min_lr: 1e-5,
+            warmup_steps: 1,
+            weight_decay: 0.1,
+            max_grad_norm: 1.0,
+            seed: 5,
+        };
+        let mut trainer = ClipTrainer::new(model, tokenizer, config, device).unwrap();
+        let shapes = Shapes::new(ShapesConfig {
+            image_size: 16,
+            ..Default::default()
+        })
+        .unwrap();
+        (0..3u64)
+            .map(|step| {
+                let (pixels, captions) = shapes.batch(Split::Train, step * 6, 6);
+                let pixels = Tensor::from_vec(pixels, &[6, 3, 16, 16], device).unwrap();
+                trainer
+                    .train_step(&pixels, &captions.iter().map(String::as_str).collect::<Vec<_>>())
+                    .unwrap()
+                    .loss
+            })
+            .collect()
+    };
+    let (cpu, dev) = (run(Device::Cpu), run(device()));
+    for (c, d) in cpu.iter().zip(&dev) {
+        assert!((c - d).abs() < 1e-4 * c.abs().max(1.0), "losses {cpu:?} vs {dev:?}");
+    }
+    assert!(cpu[0] != cpu[2], "the run moves");
+}
