@@ -382,3 +382,20 @@ fn vocabulary_covers_every_caption_word() {
     }
     assert!(vocab.windows(2).all(|w| w[0] < w[1]), "sorted and unique");
 }
+
+#[test]
+fn rendered_images_preprocess_like_their_png_files() {
+    // Training normalises rendered images; `vlk clip embed` decodes files: both must agree.
+    let shapes = Shapes::new(ShapesConfig::default()).unwrap();
+    let proc = vlk::data::image::ImageProcessor::clip(32);
+    let sample = shapes.sample(Split::TestSeen, 7);
+    let path = std::env::temp_dir().join(format!("vlk-shapes-pre-{}.png", std::process::id()));
+    shapes.to_png(&sample, &path).unwrap();
+    let from_file = proc.process(&vlk::data::image::load_image(&path).unwrap());
+    let mut rendered = sample.image.clone();
+    proc.normalize(&mut rendered);
+    let worst = from_file.iter().zip(&rendered).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+    // One 8-bit level over the smallest std (0.26) is 0.015.
+    assert!(worst < 0.016, "largest difference {worst}");
+    std::fs::remove_file(&path).ok();
+}

@@ -126,10 +126,13 @@ pub fn run(args: TrainArgs) -> Result<()> {
     bar.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} ETA {eta}").map_err(|e| Error::msg(e.to_string()))?);
     bar.set_position(trainer.step);
     let size = args.image_size;
+    // Rendered images are normalised as `vlk clip embed` will normalise image files.
+    let images = vlk::data::image::ImageProcessor::clip(size);
     while trainer.step < total {
         let start = std::time::Instant::now();
         let batch = trainer.config.batch;
-        let (pixels, captions) = shapes.batch(Split::Train, trainer.step * batch as u64, batch);
+        let (mut pixels, captions) = shapes.batch(Split::Train, trainer.step * batch as u64, batch);
+        images.normalize(&mut pixels);
         let pixels = Tensor::from_vec(pixels, &[batch, 3, size, size], device)?;
         let texts: Vec<&str> = captions.iter().map(String::as_str).collect();
         let r = trainer.train_step(&pixels, &texts)?;

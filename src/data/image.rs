@@ -79,6 +79,28 @@ impl ImageProcessor {
         Ok(p)
     }
 
+    /// Normalises channel-major [.., 3, H, W] values already in [0, 1] (rendered images) in
+    /// place, exactly as `process` treats decoded ones.
+    pub fn normalize(&self, values: &mut [f32]) {
+        let plane = self.crop.0 * self.crop.1;
+        for (i, v) in values.iter_mut().enumerate() {
+            let c = (i / plane) % 3;
+            *v = (*v - self.mean[c]) / self.std[c];
+        }
+    }
+
+    /// Writes `preprocessor_config.json` as transformers' CLIPImageProcessor reads it.
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        let v = serde_json::json!({
+            "image_processor_type": "CLIPImageProcessor", "do_resize": true, "size": {"shortest_edge": self.shortest_edge},
+            "resample": 3, "do_center_crop": true, "crop_size": {"height": self.crop.0, "width": self.crop.1},
+            "do_rescale": true, "rescale_factor": self.rescale, "do_normalize": true, "image_mean": self.mean, "image_std": self.std,
+            "do_convert_rgb": true,
+        });
+        let body = serde_json::to_vec_pretty(&v).map_err(|e| Error::msg(e.to_string()))?;
+        crate::io::write_atomic(&dir.join("preprocessor_config.json"), &body)
+    }
+
     /// [3, crop_h, crop_w] values of one decoded image.
     pub fn process(&self, img: &image::DynamicImage) -> Vec<f32> {
         let rgb = img.to_rgb8();

@@ -4,6 +4,7 @@
 //! 100). Checkpoints carry everything needed to continue the same run exactly.
 
 use super::checkpoint::{Checkpoint, Checkpointer};
+use crate::data::image::ImageProcessor;
 use crate::data::tokenizer::ClipTokenizer;
 use crate::models::{Clip, ClipConfig};
 use crate::optim::{clip_factor, global_grad_norm, AdamW, AdamWConfig, CosineSchedule};
@@ -163,10 +164,12 @@ impl ClipTrainer {
         checkpoints.save(self.step, |dir| self.save_model(dir), &self.opt, &self.rng, state)
     }
 
-    /// The model alone, loadable by `vlk clip embed` and transformers.
+    /// The model alone, loadable by `vlk clip embed` and transformers: weights, config,
+    /// tokenizer and the image preprocessing it was trained with (CLIP's mean and std).
     pub fn save_model(&self, dir: &Path) -> Result<()> {
         self.clip.save(dir)?;
-        self.tokenizer.save(&dir.join("tokenizer.json"))
+        self.tokenizer.save(&dir.join("tokenizer.json"))?;
+        ImageProcessor::clip(self.clip.config.vision.image_size).save(dir)
     }
 
     /// Continues a run from its checkpoint: model, tokenizer, optimizer, step, RNG and history.

@@ -3,6 +3,7 @@
 //! seen and held-out combinations separately; image-text retrieval recall@1/5/10 both ways on the
 //! test split; and the mean cosine of matching versus non-matching pairs.
 
+use crate::data::image::ImageProcessor;
 use crate::data::shapes::{Colour, Shape, Shapes, Split};
 use crate::data::tokenizer::ClipTokenizer;
 use crate::models::Clip;
@@ -52,6 +53,7 @@ fn embed_images(clip: &Clip, shapes: &Shapes, split: Split, indices: &[u64], dev
         for &i in chunk {
             values.extend(shapes.sample(split, i).image);
         }
+        ImageProcessor::clip(size).normalize(&mut values);
         parts.push(clip.image_embeds(&Tensor::from_vec(values, &[chunk.len(), 3, size, size], device)?)?);
     }
     Tensor::concat(&parts.iter().collect::<Vec<_>>(), 0)
