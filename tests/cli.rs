@@ -291,3 +291,87 @@ fn clip_train_resumes_the_exact_same_run() {
     }
     assert_clean_failure(&vlk(&["clip", "eval", "--model", model.to_str().unwrap(), "--n", "3"]), "--n");
 }
+
+#[test]
+fn clip_train_on_a_folder_counts_and_skips_bad_rows() {
+    let dir = scratch("folder-data");
+    for (i, c) in [
+        [200, 20, 20],
+        [20, 200, 20],
+        [20, 20, 200],
+        [200, 200, 20],
+        [20, 200, 200],
+        [200, 20, 200],
+    ]
+    .iter()
+    .enumerate()
+    {
+        write_image(&dir.join(format!("img{i}.png")), 20, 16, *c);
+    }
+    std::fs::write(dir.join("corrupt.png"), b"not an image at all").unwrap();
+    let mut lines: Vec<String> = (0..6)
+        .map(|i| format!(r#"{{"image": "img{i}.png", "caption": "a photo number {i}"}}"#))
+        .collect();
+    lines.push(r#"{"image": "missing.png", "caption": "gone"}"#.into());
+    lines.push(r#"{"image": "img0.png", "caption": "   "}"#.into());
+    lines.push("this is not json".into());
+    lines.push(r#"{"image": "corrupt.png", "caption": "unreadable"}"#.into());
+    std::fs::write(dir.join("captions.jsonl"), lines.join("\n")).unwrap();
+    let out_dir = scratch("folder-run");
+    std::fs::remove_dir_all(&out_dir).ok();
+    let out = vlk(&[
+        "clip",
+        "train",
+        "--data",
+        dir.to_str().unwrap(),
+        "--out",
+        out_dir.to_str().unwrap(),
+        "--steps",
+        "2",
+        "--batch",
+        "4",
+        "--image-size",
+        "16",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("7 captioned images, 3 bad rows skipped"), "{stderr}");
+    assert!(
+        stderr.contains("missing image") && stderr.contains("empty caption") && stderr.contains("not JSON"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("1 images could not be decoded"), "{stderr}");
+    assert!(out_dir.join("model/tokenizer.json").is_file());
+
+    // A folder where every row is bad is an error naming the file.
+    let bad = scratch("folder-bad");
+    std::fs::write(bad.join("captions.csv"), "image,caption\nnope.png,a caption\n").unwrap();
+    assert_clean_failure(
+        &vlk(&[
+            "clip",
+            "train",
+            "--data",
+            bad.to_str().unwrap(),
+            "--out",
+            out_dir.join("x").to_str().unwrap(),
+        ]),
+        "every row is bad",
+    );
+}
+
+#[test]
+fn csv_captions_with_quotes_and_commas() {
+    let dir = scratch("csv");
+    write_image(&dir.join("a.png"), 8, 8, [1, 2, 3]);
+    write_image(&dir.join("b b.png"), 8, 8, [1, 2, 3]);
+    std::fs::write(
+        dir.join("captions.csv"),
+        "id,caption,image\n1,\"a cat, sitting\",a.png\n2,\"the \"\"big\"\" one\",b b.png\n3,\"unterminated,a.png\n",
+    )
+    .unwrap();
+    let folder = vlk::data::captions::CaptionFolder::open(&dir).unwrap();
+    let captions: Vec<&str> = folder.rows.iter().map(|r| r.caption.as_str()).collect();
+    assert_eq!(captions, ["a cat, sitting", "the \"big\" one"]);
+    assert_eq!(folder.rows[1].image, dir.join("b b.png"));
+    assert_eq!(folder.bad_rows, vec![(4, "malformed CSV row".to_string())]);
+}

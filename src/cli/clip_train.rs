@@ -1,10 +1,12 @@
 //! `vlk clip train`: contrastive training of a small CLIP from scratch on the built-in `shapes`
-//! set, with a progress bar, checkpoints every N steps and at the end (Hugging Face layout plus
+//! set or a folder of captioned images, with a progress bar, checkpoints every N steps and at the end (Hugging Face layout plus
 //! optimizer and RNG state), `--resume` continuing the exact same run, and Ctrl-C saving a
 //! checkpoint before exiting.
 
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
+use vlk::data::captions::CaptionFolder;
+use vlk::data::image::ImageProcessor;
 use vlk::data::shapes::{Shapes, ShapesConfig, Split};
 use vlk::data::tokenizer::ClipTokenizer;
 use vlk::models::{ClipConfig, ClipTextConfig, ClipVisionConfig};
@@ -15,7 +17,7 @@ use vlk::{Device, Error, Result, Tensor};
 
 #[derive(clap::Args)]
 pub struct TrainArgs {
-    /// `shapes` (the built-in captioned set).
+    /// `shapes` (the built-in captioned set) or a folder with captions.jsonl / captions.csv.
     #[arg(long, default_value = "shapes")]
     data: String,
     /// Run directory: checkpoints/ and model/ are written there.
@@ -76,22 +78,62 @@ pub fn small_clip(vocab_size: usize, image_size: usize) -> ClipConfig {
     }
 }
 
-pub fn run(args: TrainArgs) -> Result<()> {
-    if args.data != "shapes" {
-        return Err(Error::msg(format!(
-            "clip train: --data {}: only the built-in 'shapes' set is supported so far",
-            args.data
-        )));
+/// Where training batches come from.
+enum Data {
+    Shapes(Shapes),
+    Folder(CaptionFolder),
+}
+
+impl Data {
+    fn open(args: &TrainArgs) -> Result<Self> {
+        if args.data == "shapes" {
+            return Ok(Data::Shapes(Shapes::new(ShapesConfig {
+                image_size: args.image_size,
+                seed: args.seed,
+                ..Default::default()
+            })?));
+        }
+        let folder = CaptionFolder::open(std::path::Path::new(&args.data))?;
+        eprintln!(
+            "{}: {} captioned images, {} bad rows skipped",
+            args.data,
+            folder.rows.len(),
+            folder.bad_rows.len()
+        );
+        for (line, reason) in folder.bad_rows.iter().take(5) {
+            eprintln!("  line {line}: {reason}");
+        }
+        Ok(Data::Folder(folder))
     }
+
+    /// A fitted word-level vocabulary for the built-in set; CLIP's BPE for user captions.
+    fn tokenizer(&self) -> Result<ClipTokenizer> {
+        match self {
+            Data::Shapes(_) => ClipTokenizer::word_level(&Shapes::vocabulary()),
+            Data::Folder(_) => ClipTokenizer::bundled(),
+        }
+    }
+
+    /// Normalised pixel values [n, 3, S, S] and captions of the batch starting at `start`.
+    fn batch(&self, images: &ImageProcessor, start: u64, n: usize) -> Result<(Vec<f32>, Vec<String>)> {
+        match self {
+            Data::Shapes(shapes) => {
+                // Rendered images are normalised as `vlk clip embed` normalises image files.
+                let (mut pixels, captions) = shapes.batch(Split::Train, start, n);
+                images.normalize(&mut pixels);
+                Ok((pixels, captions))
+            }
+            Data::Folder(folder) => folder.batch(images, start, n),
+        }
+    }
+}
+
+pub fn run(args: TrainArgs) -> Result<()> {
     let device = match &args.device {
         Some(d) => Device::parse(d)?,
         None => Device::default_device()?,
     };
-    let shapes = Shapes::new(ShapesConfig {
-        image_size: args.image_size,
-        seed: args.seed,
-        ..Default::default()
-    })?;
+    let data = Data::open(&args)?;
     let checkpoints = Checkpointer::new(&args.out, 2);
     let mut trainer = match (args.resume, checkpoints.latest()?) {
         (true, Some(ck)) => {
@@ -106,7 +148,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
             ))
         }
         (false, None) => {
-            let tokenizer = ClipTokenizer::word_level(&Shapes::vocabulary())?;
+            let tokenizer = data.tokenizer()?;
             let config = TrainConfig {
                 steps: args.steps,
                 batch: args.batch,
@@ -125,14 +167,12 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let bar = ProgressBar::new(total);
     bar.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} ETA {eta}").map_err(|e| Error::msg(e.to_string()))?);
     bar.set_position(trainer.step);
-    let size = args.image_size;
-    // Rendered images are normalised as `vlk clip embed` will normalise image files.
-    let images = vlk::data::image::ImageProcessor::clip(size);
+    let size = trainer.clip.config.vision.image_size;
+    let images = ImageProcessor::clip(size);
     while trainer.step < total {
         let start = std::time::Instant::now();
         let batch = trainer.config.batch;
-        let (mut pixels, captions) = shapes.batch(Split::Train, trainer.step * batch as u64, batch);
-        images.normalize(&mut pixels);
+        let (pixels, captions) = data.batch(&images, trainer.step * batch as u64, batch)?;
         let pixels = Tensor::from_vec(pixels, &[batch, 3, size, size], device)?;
         let texts: Vec<&str> = captions.iter().map(String::as_str).collect();
         let r = trainer.train_step(&pixels, &texts)?;
@@ -145,7 +185,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         bar.inc(1);
         let interrupted = super::signals::interrupted();
         if trainer.step % args.checkpoint_every == 0 || trainer.step == total || interrupted {
-            let ck = trainer.save_checkpoint(&checkpoints, serde_json::json!({"data": "shapes", "image_size": size}))?;
+            let ck = trainer.save_checkpoint(&checkpoints, serde_json::json!({"data": args.data, "image_size": size}))?;
             if interrupted {
                 bar.abandon();
                 eprintln!("interrupted: checkpoint at step {} in {}", ck.step, ck.dir.display());
@@ -156,6 +196,9 @@ pub fn run(args: TrainArgs) -> Result<()> {
     bar.finish();
     let model_dir = args.out.join("model");
     trainer.save_model(&model_dir)?;
+    if let Data::Folder(folder) = &data {
+        eprintln!("{} images could not be decoded and were skipped", folder.undecodable());
+    }
     println!("trained {} steps; model in {}", trainer.step, model_dir.display());
     Ok(())
 }

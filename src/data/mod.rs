@@ -1,6 +1,7 @@
 //! Turning text and images into model inputs: the CLIP BPE tokenizer and CLIP's image
 //! preprocessing.
 
+pub mod captions;
 pub mod image;
 pub mod shapes;
 pub mod tokenizer;
