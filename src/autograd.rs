@@ -82,9 +82,6 @@ impl Grads {
     pub fn get(&self, t: &Tensor) -> Option<&Tensor> {
         self.map.get(&t.id())
     }
-    pub fn get_id(&self, id: TensorId) -> Option<&Tensor> {
-        self.map.get(&id)
-    }
     pub fn insert(&mut self, t: &Tensor, grad: Tensor) {
         self.map.insert(t.id(), grad);
     }

@@ -3,7 +3,7 @@
 
 use super::{same_device, same_device_dtype};
 use crate::backend::{BinaryOp, CmpOp, UnaryOp};
-use crate::{layout::broadcast_shape, DType, Error, Result, Rng, Tensor};
+use crate::{layout::broadcast_shape, Error, Result, Rng, Tensor};
 
 impl Tensor {
     fn float_check(&self, op: &'static str) -> Result<()> {
@@ -193,10 +193,5 @@ impl Tensor {
             self.device(),
         )?;
         self.mul(&mask)
-    }
-
-    /// Ids or flags as a float tensor of `dtype` (not differentiable).
-    pub fn to_float(&self, dtype: DType) -> Result<Tensor> {
-        self.detach().to_dtype(dtype)
     }
 }
