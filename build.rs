@@ -108,8 +108,11 @@ fn build_emulator(kernels_dir: &Path, sources: &[PathBuf], out: &Path) -> Vec<(S
 
 fn find_nvcc(root: &Path) -> Option<PathBuf> {
     let exists = |p: PathBuf| p.is_file().then_some(p);
-    if let Some(p) = std::env::var_os("NVCC").map(PathBuf::from).and_then(exists) {
-        return Some(p);
+    if let Some(set) = std::env::var_os("NVCC").map(PathBuf::from) {
+        match exists(set.clone()) {
+            Some(p) => return Some(p),
+            None => println!("cargo:warning=NVCC={} is not a file; looking for nvcc elsewhere", set.display()),
+        }
     }
     if let Some(p) = std::env::var_os("CUDA_HOME")
         .map(|h| PathBuf::from(h).join("bin/nvcc"))
