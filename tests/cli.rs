@@ -375,3 +375,64 @@ fn csv_captions_with_quotes_and_commas() {
     assert_eq!(folder.rows[1].image, dir.join("b b.png"));
     assert_eq!(folder.bad_rows, vec![(4, "malformed CSV row".to_string())]);
 }
+
+/// Writes MNIST-format files: `n` 28x28 images (gzipped) and their labels (plain).
+fn write_idx(dir: &Path, n: usize) {
+    use std::io::Write;
+    let mut images = vec![0u8, 0, 8, 3];
+    for d in [n as u32, 28, 28] {
+        images.extend(d.to_be_bytes());
+    }
+    images.extend((0..n * 784).map(|i| ((i * 37) % 251) as u8));
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&images).unwrap();
+    std::fs::write(dir.join("train-images-idx3-ubyte.gz"), gz.finish().unwrap()).unwrap();
+    let mut labels = vec![0u8, 0, 8, 1];
+    labels.extend((n as u32).to_be_bytes());
+    labels.extend((0..n).map(|i| (i % 10) as u8));
+    std::fs::write(dir.join("train-labels-idx1-ubyte"), labels).unwrap();
+}
+
+#[test]
+fn clip_train_on_mnist_format_files() {
+    let dir = scratch("fashion-mnist");
+    write_idx(&dir, 12);
+    let data = vlk::data::idx::IdxDataset::open(&dir, true).unwrap();
+    assert_eq!(data.len(), 12);
+    assert_eq!(data.caption(9), "a picture of an ankle boot");
+    assert_eq!(data.caption(4), "a photo of a coat");
+    let out_dir = scratch("idx-run");
+    std::fs::remove_dir_all(&out_dir).ok();
+    let out = vlk(&[
+        "clip",
+        "train",
+        "--data",
+        dir.to_str().unwrap(),
+        "--out",
+        out_dir.to_str().unwrap(),
+        "--steps",
+        "1",
+        "--batch",
+        "4",
+        "--image-size",
+        "16",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && stderr.contains("12 MNIST-format images"), "{stderr}");
+
+    // A truncated image file is an error naming it.
+    let bad = scratch("mnist-bad");
+    write_idx(&bad, 3);
+    std::fs::write(bad.join("train-images-idx3-ubyte.gz"), b"\x1f\x8b\x08\x00garbage").unwrap();
+    assert_clean_failure(
+        &vlk(&[
+            "clip",
+            "train",
+            "--data",
+            bad.to_str().unwrap(),
+            "--out",
+            out_dir.join("x").to_str().unwrap(),
+        ]),
+        "train-images-idx3-ubyte.gz",
+    );
+}

@@ -6,6 +6,7 @@
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
 use vlk::data::captions::CaptionFolder;
+use vlk::data::idx::IdxDataset;
 use vlk::data::image::ImageProcessor;
 use vlk::data::shapes::{Shapes, ShapesConfig, Split};
 use vlk::data::tokenizer::ClipTokenizer;
@@ -17,7 +18,8 @@ use vlk::{Device, Error, Result, Tensor};
 
 #[derive(clap::Args)]
 pub struct TrainArgs {
-    /// `shapes` (the built-in captioned set) or a folder with captions.jsonl / captions.csv.
+    /// `shapes` (the built-in captioned set), a folder with captions.jsonl / captions.csv, or a
+    /// folder of MNIST-format idx files (MNIST, Fashion-MNIST).
     #[arg(long, default_value = "shapes")]
     data: String,
     /// Run directory: checkpoints/ and model/ are written there.
@@ -82,6 +84,7 @@ pub fn small_clip(vocab_size: usize, image_size: usize) -> ClipConfig {
 enum Data {
     Shapes(Shapes),
     Folder(CaptionFolder),
+    Idx(IdxDataset),
 }
 
 impl Data {
@@ -93,7 +96,18 @@ impl Data {
                 ..Default::default()
             })?));
         }
-        let folder = CaptionFolder::open(std::path::Path::new(&args.data))?;
+        let dir = std::path::Path::new(&args.data);
+        if IdxDataset::detect(dir) {
+            let idx = IdxDataset::open(dir, true)?;
+            eprintln!(
+                "{}: {} MNIST-format images, captions naming {}",
+                args.data,
+                idx.len(),
+                idx.class_names().join(", ")
+            );
+            return Ok(Data::Idx(idx));
+        }
+        let folder = CaptionFolder::open(dir)?;
         eprintln!(
             "{}: {} captioned images, {} bad rows skipped",
             args.data,
@@ -110,7 +124,7 @@ impl Data {
     fn tokenizer(&self) -> Result<ClipTokenizer> {
         match self {
             Data::Shapes(_) => ClipTokenizer::word_level(&Shapes::vocabulary()),
-            Data::Folder(_) => ClipTokenizer::bundled(),
+            Data::Folder(_) | Data::Idx(_) => ClipTokenizer::bundled(),
         }
     }
 
@@ -124,6 +138,7 @@ impl Data {
                 Ok((pixels, captions))
             }
             Data::Folder(folder) => folder.batch(images, start, n),
+            Data::Idx(idx) => Ok(idx.batch(images, start, n)),
         }
     }
 }

@@ -2,6 +2,7 @@
 //! preprocessing.
 
 pub mod captions;
+pub mod idx;
 pub mod image;
 pub mod shapes;
 pub mod tokenizer;
