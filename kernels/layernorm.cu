@@ -257,70 +257,28 @@ __device__ __forceinline__ void ln_bwd_reduce(const float* __restrict__ dgamma_p
 
 }  // namespace
 
-extern "C" __global__ void __launch_bounds__(256)
-    layernorm_fwd_f32(const float* x, const float* gamma, const float* beta, float* y, float* mean,
-                      float* rstd, long long rows, int C, float eps) {
-  ln_fwd(x, gamma, beta, y, mean, rstd, rows, C, eps);
-}
-VLK_EXPORT(layernorm_fwd_f32)
+// One exported wrapper per kernel and dtype.
+#define VLK_LAYERNORM_EXPORTS(SUF, T)                                                             \
+  extern "C" __global__ void __launch_bounds__(256)                                               \
+      layernorm_fwd_##SUF(const T* x, const T* gamma, const T* beta, T* y, float* mean,           \
+                          float* rstd, long long rows, int C, float eps) {                        \
+    ln_fwd(x, gamma, beta, y, mean, rstd, rows, C, eps);                                          \
+  }                                                                                               \
+  VLK_EXPORT(layernorm_fwd_##SUF)                                                                 \
+  extern "C" __global__ void __launch_bounds__(256)                                               \
+      layernorm_bwd_##SUF(const T* x, const T* gamma, const float* mean, const float* rstd,       \
+                          const T* dy, T* dx, float* dgamma_partial, float* dbeta_partial,        \
+                          long long rows, int C, int rows_per_block) {                            \
+    ln_bwd(x, gamma, mean, rstd, dy, dx, dgamma_partial, dbeta_partial, rows, C, rows_per_block); \
+  }                                                                                               \
+  VLK_EXPORT(layernorm_bwd_##SUF)                                                                 \
+  extern "C" __global__ void __launch_bounds__(256)                                               \
+      layernorm_bwd_reduce_##SUF(const float* dgamma_partial, const float* dbeta_partial,         \
+                                 T* dgamma, T* dbeta, int num_blocks, int C) {                    \
+    ln_bwd_reduce(dgamma_partial, dbeta_partial, dgamma, dbeta, num_blocks, C);                   \
+  }                                                                                               \
+  VLK_EXPORT(layernorm_bwd_reduce_##SUF)
 
-extern "C" __global__ void __launch_bounds__(256)
-    layernorm_bwd_f32(const float* x, const float* gamma, const float* mean, const float* rstd,
-                      const float* dy, float* dx, float* dgamma_partial, float* dbeta_partial,
-                      long long rows, int C, int rows_per_block) {
-  ln_bwd(x, gamma, mean, rstd, dy, dx, dgamma_partial, dbeta_partial, rows, C, rows_per_block);
-}
-VLK_EXPORT(layernorm_bwd_f32)
-
-extern "C" __global__ void __launch_bounds__(256)
-    layernorm_bwd_reduce_f32(const float* dgamma_partial, const float* dbeta_partial, float* dgamma,
-                             float* dbeta, int num_blocks, int C) {
-  ln_bwd_reduce(dgamma_partial, dbeta_partial, dgamma, dbeta, num_blocks, C);
-}
-VLK_EXPORT(layernorm_bwd_reduce_f32)
-
-extern "C" __global__ void __launch_bounds__(256)
-    layernorm_fwd_f16(const __half* x, const __half* gamma, const __half* beta, __half* y,
-                      float* mean, float* rstd, long long rows, int C, float eps) {
-  ln_fwd(x, gamma, beta, y, mean, rstd, rows, C, eps);
-}
-VLK_EXPORT(layernorm_fwd_f16)
-
-extern "C" __global__ void __launch_bounds__(256)
-    layernorm_bwd_f16(const __half* x, const __half* gamma, const float* mean, const float* rstd,
-                      const __half* dy, __half* dx, float* dgamma_partial, float* dbeta_partial,
-                      long long rows, int C, int rows_per_block) {
-  ln_bwd(x, gamma, mean, rstd, dy, dx, dgamma_partial, dbeta_partial, rows, C, rows_per_block);
-}
-VLK_EXPORT(layernorm_bwd_f16)
-
-extern "C" __global__ void __launch_bounds__(256)
-    layernorm_bwd_reduce_f16(const float* dgamma_partial, const float* dbeta_partial,
-                             __half* dgamma, __half* dbeta, int num_blocks, int C) {
-  ln_bwd_reduce(dgamma_partial, dbeta_partial, dgamma, dbeta, num_blocks, C);
-}
-VLK_EXPORT(layernorm_bwd_reduce_f16)
-
-extern "C" __global__ void __launch_bounds__(256)
-    layernorm_fwd_bf16(const __nv_bfloat16* x, const __nv_bfloat16* gamma,
-                       const __nv_bfloat16* beta, __nv_bfloat16* y, float* mean, float* rstd,
-                       long long rows, int C, float eps) {
-  ln_fwd(x, gamma, beta, y, mean, rstd, rows, C, eps);
-}
-VLK_EXPORT(layernorm_fwd_bf16)
-
-extern "C" __global__ void __launch_bounds__(256)
-    layernorm_bwd_bf16(const __nv_bfloat16* x, const __nv_bfloat16* gamma, const float* mean,
-                       const float* rstd, const __nv_bfloat16* dy, __nv_bfloat16* dx,
-                       float* dgamma_partial, float* dbeta_partial, long long rows, int C,
-                       int rows_per_block) {
-  ln_bwd(x, gamma, mean, rstd, dy, dx, dgamma_partial, dbeta_partial, rows, C, rows_per_block);
-}
-VLK_EXPORT(layernorm_bwd_bf16)
-
-extern "C" __global__ void __launch_bounds__(256)
-    layernorm_bwd_reduce_bf16(const float* dgamma_partial, const float* dbeta_partial,
-                              __nv_bfloat16* dgamma, __nv_bfloat16* dbeta, int num_blocks, int C) {
-  ln_bwd_reduce(dgamma_partial, dbeta_partial, dgamma, dbeta, num_blocks, C);
-}
-VLK_EXPORT(layernorm_bwd_reduce_bf16)
+VLK_LAYERNORM_EXPORTS(f32, float)
+VLK_LAYERNORM_EXPORTS(f16, __half)
+VLK_LAYERNORM_EXPORTS(bf16, __nv_bfloat16)

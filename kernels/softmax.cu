@@ -225,84 +225,31 @@ __device__ __forceinline__ void xent_bwd(const T* logits, const long long* targe
 // xent_bwd_<T>(const T* logits, const long long* targets, const float* lse, const T* dloss,
 //              T* dlogits, long long rows, int C, long long ignore_index)
 
-extern "C" __global__ void __launch_bounds__(1024)
-    softmax_fwd_f32(const float* x, float* y, long long rows, int C, int log) {
-  softmax_fwd(x, y, rows, C, log);
-}
-VLK_EXPORT(softmax_fwd_f32)
+// One exported wrapper per kernel and dtype.
+#define VLK_SOFTMAX_EXPORTS(SUF, T)                                                              \
+  extern "C" __global__ void __launch_bounds__(1024)                                             \
+      softmax_fwd_##SUF(const T* x, T* y, long long rows, int C, int log) {                      \
+    softmax_fwd(x, y, rows, C, log);                                                             \
+  }                                                                                              \
+  VLK_EXPORT(softmax_fwd_##SUF)                                                                  \
+  extern "C" __global__ void __launch_bounds__(1024)                                             \
+      softmax_bwd_##SUF(const T* y, const T* dy, T* dx, long long rows, int C, int log) {        \
+    softmax_bwd(y, dy, dx, rows, C, log);                                                        \
+  }                                                                                              \
+  VLK_EXPORT(softmax_bwd_##SUF)                                                                  \
+  extern "C" __global__ void __launch_bounds__(1024)                                             \
+      xent_fwd_##SUF(const T* logits, const long long* targets, T* loss, float* lse,             \
+                     long long rows, int C, long long ignore_index) {                            \
+    xent_fwd(logits, targets, loss, lse, rows, C, ignore_index);                                 \
+  }                                                                                              \
+  VLK_EXPORT(xent_fwd_##SUF)                                                                     \
+  extern "C" __global__ void __launch_bounds__(1024)                                             \
+      xent_bwd_##SUF(const T* logits, const long long* targets, const float* lse,                \
+                     const T* dloss, T* dlogits, long long rows, int C, long long ignore_index) {\
+    xent_bwd(logits, targets, lse, dloss, dlogits, rows, C, ignore_index);                       \
+  }                                                                                              \
+  VLK_EXPORT(xent_bwd_##SUF)
 
-extern "C" __global__ void __launch_bounds__(1024)
-    softmax_bwd_f32(const float* y, const float* dy, float* dx, long long rows, int C, int log) {
-  softmax_bwd(y, dy, dx, rows, C, log);
-}
-VLK_EXPORT(softmax_bwd_f32)
-
-extern "C" __global__ void __launch_bounds__(1024)
-    xent_fwd_f32(const float* logits, const long long* targets, float* loss, float* lse,
-                 long long rows, int C, long long ignore_index) {
-  xent_fwd(logits, targets, loss, lse, rows, C, ignore_index);
-}
-VLK_EXPORT(xent_fwd_f32)
-
-extern "C" __global__ void __launch_bounds__(1024)
-    xent_bwd_f32(const float* logits, const long long* targets, const float* lse,
-                 const float* dloss, float* dlogits, long long rows, int C,
-                 long long ignore_index) {
-  xent_bwd(logits, targets, lse, dloss, dlogits, rows, C, ignore_index);
-}
-VLK_EXPORT(xent_bwd_f32)
-
-extern "C" __global__ void __launch_bounds__(1024)
-    softmax_fwd_f16(const __half* x, __half* y, long long rows, int C, int log) {
-  softmax_fwd(x, y, rows, C, log);
-}
-VLK_EXPORT(softmax_fwd_f16)
-
-extern "C" __global__ void __launch_bounds__(1024)
-    softmax_bwd_f16(const __half* y, const __half* dy, __half* dx, long long rows, int C, int log) {
-  softmax_bwd(y, dy, dx, rows, C, log);
-}
-VLK_EXPORT(softmax_bwd_f16)
-
-extern "C" __global__ void __launch_bounds__(1024)
-    xent_fwd_f16(const __half* logits, const long long* targets, __half* loss, float* lse,
-                 long long rows, int C, long long ignore_index) {
-  xent_fwd(logits, targets, loss, lse, rows, C, ignore_index);
-}
-VLK_EXPORT(xent_fwd_f16)
-
-extern "C" __global__ void __launch_bounds__(1024)
-    xent_bwd_f16(const __half* logits, const long long* targets, const float* lse,
-                 const __half* dloss, __half* dlogits, long long rows, int C,
-                 long long ignore_index) {
-  xent_bwd(logits, targets, lse, dloss, dlogits, rows, C, ignore_index);
-}
-VLK_EXPORT(xent_bwd_f16)
-
-extern "C" __global__ void __launch_bounds__(1024)
-    softmax_fwd_bf16(const __nv_bfloat16* x, __nv_bfloat16* y, long long rows, int C, int log) {
-  softmax_fwd(x, y, rows, C, log);
-}
-VLK_EXPORT(softmax_fwd_bf16)
-
-extern "C" __global__ void __launch_bounds__(1024)
-    softmax_bwd_bf16(const __nv_bfloat16* y, const __nv_bfloat16* dy, __nv_bfloat16* dx,
-                     long long rows, int C, int log) {
-  softmax_bwd(y, dy, dx, rows, C, log);
-}
-VLK_EXPORT(softmax_bwd_bf16)
-
-extern "C" __global__ void __launch_bounds__(1024)
-    xent_fwd_bf16(const __nv_bfloat16* logits, const long long* targets, __nv_bfloat16* loss,
-                  float* lse, long long rows, int C, long long ignore_index) {
-  xent_fwd(logits, targets, loss, lse, rows, C, ignore_index);
-}
-VLK_EXPORT(xent_fwd_bf16)
-
-extern "C" __global__ void __launch_bounds__(1024)
-    xent_bwd_bf16(const __nv_bfloat16* logits, const long long* targets, const float* lse,
-                  const __nv_bfloat16* dloss, __nv_bfloat16* dlogits, long long rows, int C,
-                  long long ignore_index) {
-  xent_bwd(logits, targets, lse, dloss, dlogits, rows, C, ignore_index);
-}
-VLK_EXPORT(xent_bwd_bf16)
+VLK_SOFTMAX_EXPORTS(f32, float)
+VLK_SOFTMAX_EXPORTS(f16, __half)
+VLK_SOFTMAX_EXPORTS(bf16, __nv_bfloat16)
