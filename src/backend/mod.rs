@@ -323,6 +323,14 @@ pub fn expect_storage<'a, S: 'static>(s: &'a dyn BackendStorage, op: &'static st
         .ok_or_else(|| Error::device(op, format!("operand lives on {:?}", s.device())))
 }
 
+/// Downcasts an optional operand (storage and layout) the same way.
+pub fn expect_operand<'a, S: 'static>(
+    o: Option<(&'a dyn BackendStorage, &'a Layout)>,
+    op: &'static str,
+) -> Result<Option<(&'a S, &'a Layout)>> {
+    o.map(|(s, l)| Ok((expect_storage::<S>(s, op)?, l))).transpose()
+}
+
 pub fn expect_storage_mut<'a, S: 'static>(s: &'a mut dyn BackendStorage, op: &'static str) -> Result<&'a mut S> {
     let device = s.device();
     s.as_any_mut()

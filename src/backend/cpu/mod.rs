@@ -328,10 +328,7 @@ impl BackendStorage for CpuStorage {
         params: AttentionParams,
     ) -> Result<(Storage, Storage)> {
         let op = "attention";
-        let mask = match key_mask {
-            Some((m, l)) => Some((cpu(m, op)?, l)),
-            None => None,
-        };
+        let mask = super::expect_operand::<CpuStorage>(key_mask, op)?;
         let (out, lse) = attention::forward((self, q_layout), (cpu(k.0, op)?, k.1), (cpu(v.0, op)?, v.1), mask, params)?;
         Ok((boxed(out), boxed(lse)))
     }
@@ -347,10 +344,7 @@ impl BackendStorage for CpuStorage {
         params: AttentionParams,
     ) -> Result<(Storage, Storage, Storage)> {
         let op = "attention_backward";
-        let mask = match key_mask {
-            Some((m, l)) => Some((cpu(m, op)?, l)),
-            None => None,
-        };
+        let mask = super::expect_operand::<CpuStorage>(key_mask, op)?;
         let (dq, dk, dv) = attention::backward(
             (self, q_layout),
             (cpu(k.0, op)?, k.1),
@@ -378,14 +372,8 @@ impl BackendStorage for CpuStorage {
         params: &DenoiseParams,
     ) -> Result<Storage> {
         let op = "denoise_step";
-        let u = match uncond {
-            Some((s, l)) => Some((cpu(s, op)?, l)),
-            None => None,
-        };
-        let z = match noise {
-            Some((s, l)) => Some((cpu(s, op)?, l)),
-            None => None,
-        };
+        let u = super::expect_operand::<CpuStorage>(uncond, op)?;
+        let z = super::expect_operand::<CpuStorage>(noise, op)?;
         denoise::step(self, layout, (cpu(cond.0, op)?, cond.1), u, z, params).map(boxed)
     }
     fn adamw_step(

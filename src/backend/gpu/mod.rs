@@ -319,10 +319,7 @@ impl BackendStorage for GpuStorage {
         params: AttentionParams,
     ) -> Result<(Storage, Storage)> {
         let op = "attention";
-        let mask = match key_mask {
-            Some((m, l)) => Some((gpu(m, op)?, l)),
-            None => None,
-        };
+        let mask = super::expect_operand::<GpuStorage>(key_mask, op)?;
         let (o, lse) = self.attention_gpu(q_layout, (gpu(k.0, op)?, k.1), (gpu(v.0, op)?, v.1), mask, params)?;
         Ok((boxed(o), boxed(lse)))
     }
@@ -338,10 +335,7 @@ impl BackendStorage for GpuStorage {
         params: AttentionParams,
     ) -> Result<(Storage, Storage, Storage)> {
         let op = "attention_backward";
-        let mask = match key_mask {
-            Some((m, l)) => Some((gpu(m, op)?, l)),
-            None => None,
-        };
+        let mask = super::expect_operand::<GpuStorage>(key_mask, op)?;
         let (dq, dk, dv) = self.attention_backward_gpu(
             q_layout,
             (gpu(k.0, op)?, k.1),
@@ -370,14 +364,8 @@ impl BackendStorage for GpuStorage {
         params: &DenoiseParams,
     ) -> Result<Storage> {
         let op = "denoise_step";
-        let u = match uncond {
-            Some((s, l)) => Some((gpu(s, op)?, l)),
-            None => None,
-        };
-        let z = match noise {
-            Some((s, l)) => Some((gpu(s, op)?, l)),
-            None => None,
-        };
+        let u = super::expect_operand::<GpuStorage>(uncond, op)?;
+        let z = super::expect_operand::<GpuStorage>(noise, op)?;
         self.denoise_gpu(layout, (gpu(cond.0, op)?, cond.1), u, z, params).map(boxed)
     }
     fn adamw_step(
