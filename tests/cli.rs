@@ -16,10 +16,27 @@ fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
 }
 
-fn scratch(name: &str) -> PathBuf {
+/// A fresh directory under the system temp dir, removed when the test is done with it.
+struct Scratch(PathBuf);
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        std::fs::remove_dir_all(&self.0).ok();
+    }
+}
+
+fn scratch(name: &str) -> Scratch {
     let dir = std::env::temp_dir().join(format!("vlk-cli-{}-{name}", std::process::id()));
+    std::fs::remove_dir_all(&dir).ok();
     std::fs::create_dir_all(&dir).unwrap();
-    dir
+    Scratch(dir)
 }
 
 /// A small picture: a coloured rectangle on a gradient.
@@ -215,7 +232,6 @@ fn losses(run: &Path) -> Vec<(u64, f64)> {
 #[test]
 fn clip_train_resumes_the_exact_same_run() {
     let full = scratch("train-full");
-    std::fs::remove_dir_all(&full).ok();
     let args = |out: &Path, extra: &[&str]| -> Vec<String> {
         let mut a: Vec<String> = [
             "clip",
@@ -230,6 +246,10 @@ fn clip_train_resumes_the_exact_same_run() {
             "16",
             "--checkpoint-every",
             "3",
+            // Frozen text tower until step 4: the resumed run unfreezes it, so per-parameter
+            // optimizer step counts must survive the checkpoint.
+            "--text-freeze",
+            "4",
         ]
         .iter()
         .map(|s| s.to_string())
@@ -245,7 +265,6 @@ fn clip_train_resumes_the_exact_same_run() {
 
     // Start a second run from the first one's step-3 checkpoint only.
     let resumed = scratch("train-resumed");
-    std::fs::remove_dir_all(&resumed).ok();
     std::fs::create_dir_all(resumed.join("checkpoints")).unwrap();
     let step3 = full.join("checkpoints/step-00000003");
     assert!(step3.is_dir());
@@ -293,6 +312,44 @@ fn clip_train_resumes_the_exact_same_run() {
 }
 
 #[test]
+fn demo_trains_evaluates_and_writes_a_report() {
+    let dir = scratch("demo");
+    let run = dir.join("run");
+    let out = vlk(&["demo", "--out", run.to_str().unwrap(), "--steps", "4", "--batch", "8", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is exactly one JSON value");
+    assert_eq!(v["steps"], 4);
+    for key in ["colour_shape", "colour", "shape"] {
+        assert!(v["metrics"]["zero_shot"]["held_out"][key].as_f64().is_some(), "{key} in {v}");
+    }
+    assert!(v["metrics"]["retrieval"]["text_to_image"]["r1"].as_f64().is_some());
+    let report = PathBuf::from(v["report"].as_str().unwrap());
+    for png in ["training.png", "zero_shot.png"] {
+        let img = image::open(report.join(png)).unwrap_or_else(|e| panic!("{png}: {e}"));
+        assert!(img.width() > 100 && img.height() > 100, "{png}");
+    }
+    let metrics: serde_json::Value = serde_json::from_slice(&std::fs::read(report.join("metrics.json")).unwrap()).unwrap();
+    assert_eq!(metrics["losses"].as_array().unwrap().len(), 4);
+    assert_eq!(metrics["summary"]["final"], v["metrics"], "the report holds the final evaluation");
+    // The model directory loads for inference.
+    let model = PathBuf::from(v["model"].as_str().unwrap());
+    let img = dir.join("red.png");
+    write_image(&img, 32, 32, [220, 30, 30]);
+    let out = vlk(&[
+        "clip",
+        "zero-shot",
+        "--model",
+        model.to_str().unwrap(),
+        "--image",
+        img.to_str().unwrap(),
+        "--labels",
+        "a red circle, a blue star",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
 fn clip_train_on_a_folder_counts_and_skips_bad_rows() {
     let dir = scratch("folder-data");
     for (i, c) in [
@@ -318,7 +375,6 @@ fn clip_train_on_a_folder_counts_and_skips_bad_rows() {
     lines.push(r#"{"image": "corrupt.png", "caption": "unreadable"}"#.into());
     std::fs::write(dir.join("captions.jsonl"), lines.join("\n")).unwrap();
     let out_dir = scratch("folder-run");
-    std::fs::remove_dir_all(&out_dir).ok();
     let out = vlk(&[
         "clip",
         "train",
@@ -402,7 +458,6 @@ fn clip_train_on_mnist_format_files() {
     assert_eq!(data.caption(9), "a picture of an ankle boot");
     assert_eq!(data.caption(4), "a photo of a coat");
     let out_dir = scratch("idx-run");
-    std::fs::remove_dir_all(&out_dir).ok();
     let out = vlk(&[
         "clip",
         "train",

@@ -415,6 +415,8 @@ fn clip_training_steps_match_cpu() {
             weight_decay: 0.1,
             max_grad_norm: 1.0,
             seed: 5,
+            // The first step with the text tower frozen, the others training both towers.
+            text_freeze_steps: 1,
         };
         let mut trainer = ClipTrainer::new(model, tokenizer, config, device).unwrap();
         let shapes = Shapes::new(ShapesConfig {

@@ -146,6 +146,33 @@ fn adamw_step_matches_the_formula() {
 }
 
 #[test]
+fn adamw_bias_correction_counts_each_parameters_own_updates() {
+    // `a` is updated three times while `b` has no gradient; b's first update must then be the
+    // bias-corrected first step (exactly lr without decay), not one corrected for step 4.
+    let store = ParamStore::new(Device::Cpu, DType::F64, 0);
+    let a = store.root().param("a", &[3], vlk::nn::Init::Const(1.0)).unwrap();
+    let b = store.root().param("b", &[3], vlk::nn::Init::Const(1.0)).unwrap();
+    let cfg = AdamWConfig {
+        lr: 0.1,
+        weight_decay: 0.0,
+        ..Default::default()
+    };
+    let mut opt = AdamW::new(store.named(), cfg).unwrap();
+    for _ in 0..3 {
+        let grads = a.mul_scalar(2.0).unwrap().sum_all().unwrap().backward().unwrap();
+        opt.step(&grads, 0.1, 1.0).unwrap();
+    }
+    assert_eq!(b.to_vec::<f64>().unwrap(), vec![1.0; 3], "no gradient, no update");
+    let grads = b.mul_scalar(5.0).unwrap().sum_all().unwrap().backward().unwrap();
+    opt.step(&grads, 0.1, 1.0).unwrap();
+    for v in b.to_vec::<f64>().unwrap() {
+        assert!((v - 0.9).abs() < 1e-9, "first step of b moves it by lr: {v}");
+    }
+    let steps: Vec<(String, u64)> = opt.state().into_iter().map(|s| (s.name, s.steps)).collect();
+    assert_eq!(steps, vec![("a".to_string(), 3), ("b".to_string(), 1)]);
+}
+
+#[test]
 fn sgd_momentum_schedule_and_clipping() {
     let store = ParamStore::new(Device::Cpu, DType::F64, 0);
     let p = store.root().param("w", &[3], vlk::nn::Init::Const(2.0)).unwrap();

@@ -10,6 +10,7 @@ fn dataset(image_size: usize, seed: u64, two_object_fraction: f64, noise: f32) -
         seed,
         two_object_fraction,
         noise,
+        ..Default::default()
     })
     .unwrap()
 }
@@ -332,6 +333,10 @@ fn bad_configs_are_errors() {
             noise: f32::NAN,
             ..Default::default()
         },
+        ShapesConfig {
+            jitter: 0.5,
+            ..Default::default()
+        },
     ];
     for (cfg, field) in bad.into_iter().zip([
         "image_size",
@@ -340,6 +345,7 @@ fn bad_configs_are_errors() {
         "two_object_fraction",
         "noise",
         "noise",
+        "jitter",
     ]) {
         let e = Shapes::new(cfg.clone()).unwrap_err().to_string();
         assert!(e.contains(field), "{cfg:?}: {e}");
@@ -378,6 +384,13 @@ fn vocabulary_covers_every_caption_word() {
             for word in shapes.sample(split, i).caption.split_whitespace() {
                 assert!(vocab.contains(&word), "{word:?} is missing from the vocabulary");
             }
+        }
+    }
+    for (shape, colour) in Shapes::labels() {
+        let prompts = Shapes::prompts(shape, colour);
+        assert_eq!(prompts[0], Shapes::prompt(shape, colour));
+        for word in prompts.iter().flat_map(|p| p.split_whitespace()) {
+            assert!(vocab.contains(&word), "prompt word {word:?} is missing from the vocabulary");
         }
     }
     assert!(vocab.windows(2).all(|w| w[0] < w[1]), "sorted and unique");

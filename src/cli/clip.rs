@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use vlk::data::image::ImageProcessor;
 use vlk::data::tokenizer::ClipTokenizer;
 use vlk::models::Clip;
+use vlk::train::clip_eval::ClipMetrics;
 use vlk::{DType, Device, Error, Result, Tensor};
 
 #[derive(clap::Subcommand)]
@@ -356,6 +357,12 @@ fn eval(args: EvalArgs) -> Result<()> {
         println!("{}", metrics.to_json());
         return Ok(());
     }
+    print_metrics(&metrics);
+    Ok(())
+}
+
+/// The evaluation as a few human-readable lines on stdout.
+pub fn print_metrics(metrics: &ClipMetrics) {
     for (name, z) in [("seen", metrics.seen), ("held-out", metrics.held_out)] {
         println!(
             "zero-shot {name:<9} colour+shape {:5.1}%  colour {:5.1}%  shape {:5.1}%  ({} images)",
@@ -371,7 +378,6 @@ fn eval(args: EvalArgs) -> Result<()> {
         "mean cosine: matching {:.3}, non-matching {:.3}",
         metrics.mean_positive_cosine, metrics.mean_negative_cosine
     );
-    Ok(())
 }
 
 pub fn run(cmd: ClipCommand) -> Result<()> {

@@ -1,113 +1,120 @@
-//! `vlk demo`: trains a 2-layer MLP with AdamW to classify points of three interleaved spirals,
-//! reports the loss curve and accuracy, and saves the weights. (The CLIP demo replaces this once
-//! the models land.)
+//! `vlk demo`: trains a small CLIP from scratch on the built-in `shapes` set at settings that
+//! finish in minutes on a 2-core CPU, evaluates it (zero-shot on seen and held-out colour-shape
+//! pairs, retrieval), writes the run (checkpoints, model, report) under `runs/`, and prints
+//! where everything is and how well it learned.
 
-use std::path::PathBuf;
-use vlk::nn::{Activation, Linear, ParamStore};
-use vlk::optim::{clip_factor, global_grad_norm, AdamW, AdamWConfig, CosineSchedule};
-use vlk::{DType, Device, Result, Rng, Tensor};
+use super::clip_train::{train, TrainArgs};
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use vlk::data::shapes::Shapes;
+use vlk::{Device, Error, Result};
 
 #[derive(clap::Args)]
 pub struct DemoArgs {
-    /// Training steps.
-    #[arg(long, default_value_t = 600)]
+    /// Run directory (default: the first free runs/clip-shapes[-N] in the current directory).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    #[arg(long, default_value_t = 1500)]
     steps: u64,
-    /// Where the run is written.
-    #[arg(long, default_value = "runs/mlp-demo")]
-    out: PathBuf,
-    /// cpu, cuda or emu (default: VLK_DEVICE, else cpu).
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+    #[arg(long, default_value_t = 2e-3)]
+    lr: f64,
+    /// cpu, cuda or emu (default: VLK_DEVICE, else a GPU when present, else cpu).
     #[arg(long)]
     device: Option<String>,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Print the summary as one JSON value on stdout instead of text.
+    #[arg(long)]
+    json: bool,
 }
 
-/// Points of `classes` spiral arms with noise: (x [n, 2], labels [n]).
-fn spirals(rng: &mut Rng, n: usize, classes: usize) -> (Vec<f32>, Vec<u32>) {
-    let mut xs = Vec::with_capacity(n * 2);
-    let mut ys = Vec::with_capacity(n);
-    for i in 0..n {
-        let c = i % classes;
-        let r = rng.uniform();
-        let theta = r * 4.0 + c as f64 * 2.0 * std::f64::consts::PI / classes as f64 + 0.15 * rng.normal();
-        xs.push((r * theta.cos()) as f32);
-        xs.push((r * theta.sin()) as f32);
-        ys.push(c as u32);
-    }
-    (xs, ys)
-}
-
-pub struct Mlp {
-    fc1: Linear,
-    fc2: Linear,
-}
-
-impl Mlp {
-    pub fn new(store: &ParamStore, hidden: usize, classes: usize) -> Result<Self> {
-        let root = store.root();
-        Ok(Mlp {
-            fc1: Linear::new(&root.pp("fc1"), 2, hidden, true)?,
-            fc2: Linear::new(&root.pp("fc2"), hidden, classes, true)?,
+/// runs/clip-shapes, or runs/clip-shapes-2, -3, ... when taken.
+fn free_run_dir() -> Result<PathBuf> {
+    let runs = Path::new("runs");
+    (1..10_000)
+        .map(|n| {
+            if n == 1 {
+                runs.join("clip-shapes")
+            } else {
+                runs.join(format!("clip-shapes-{n}"))
+            }
         })
-    }
-
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.fc2.forward(&Activation::Gelu.apply(&self.fc1.forward(x)?)?)
-    }
+        .find(|p| !p.exists())
+        .ok_or_else(|| Error::file(runs, "no free clip-shapes-N name; remove old runs"))
 }
 
 pub fn run(args: DemoArgs) -> Result<()> {
-    let device = match &args.device {
-        Some(d) => Device::parse(d)?,
-        None => Device::default_device()?,
-    };
-    let classes = 3;
-    let mut rng = Rng::new(args.seed);
-    let (train_x, train_y) = spirals(&mut rng, 1536, classes);
-    let (test_x, test_y) = spirals(&mut rng, 768, classes);
-    let store = ParamStore::new(device, DType::F32, args.seed);
-    let model = Mlp::new(&store, 128, classes)?;
-    let mut opt = AdamW::new(
-        store.named(),
-        AdamWConfig {
-            lr: 1e-2,
-            weight_decay: 1e-4,
-            ..Default::default()
-        },
-    )?;
-    let schedule = CosineSchedule {
-        peak_lr: 1e-2,
-        min_lr: 1e-4,
-        warmup_steps: 20,
-        total_steps: args.steps,
-    };
-    let x = Tensor::from_vec(train_x, &[train_y.len(), 2], device)?;
-    let y = Tensor::from_vec(train_y.clone(), &[train_y.len()], device)?;
-    let start = std::time::Instant::now();
-    for step in 0..args.steps {
-        let loss = model.forward(&x)?.cross_entropy(&y, -100)?;
-        let grads = loss.backward()?;
-        let scale = clip_factor(global_grad_norm(&store.named(), &grads)?, 1.0);
-        opt.step(&grads, schedule.lr(step), scale)?;
-        if step % 100 == 0 || step + 1 == args.steps {
-            println!("step {step:>5}  loss {:.4}  lr {:.2e}", loss.to_f64()?, schedule.lr(step));
-        }
+    // Bad settings fail before the banner, so the error is the only line.
+    if let Some(device) = &args.device {
+        Device::parse(device)?;
     }
-    let logits = vlk::no_grad(|| model.forward(&Tensor::from_vec(test_x, &[test_y.len(), 2], device)?))?;
-    let rows = logits.to_dtype(DType::F64)?.to_vec2::<f64>()?;
-    let correct = rows
-        .iter()
-        .zip(&test_y)
-        .filter(|(r, &t)| r.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i as u32) == Some(t))
-        .count();
-    let path = args.out.join("model.safetensors");
-    vlk::io::safetensors::save(&path, &store.named())?;
-    println!(
-        "test accuracy {:.1}% after {} steps in {:.1}s; weights in {}",
-        100.0 * correct as f64 / test_y.len() as f64,
+    let out = match args.out {
+        Some(out) => out,
+        None => free_run_dir()?,
+    };
+    let train_args = TrainArgs {
+        data: "shapes".into(),
+        out: out.clone(),
+        steps: args.steps,
+        batch: args.batch,
+        lr: args.lr,
+        weight_decay: 0.1,
+        text_freeze: None,
+        image_size: 32,
+        patch_size: 8,
+        checkpoint_every: 250,
+        eval_every: 250,
+        eval_images: 400,
+        seed: args.seed,
+        resume: false,
+        device: args.device,
+    };
+    eprintln!(
+        "vlk demo: training a small CLIP from scratch on generated shapes ({} steps of {} pairs) into {}",
         args.steps,
-        start.elapsed().as_secs_f64(),
-        path.display()
+        args.batch,
+        out.display()
     );
+    let outcome = train(&train_args)?;
+    if outcome.interrupted {
+        return Ok(());
+    }
+    let (Some(m), Some(model), Some(report)) = (&outcome.metrics, &outcome.model_dir, &outcome.report_dir) else {
+        return Err(Error::msg("demo: the run finished without a model, report or evaluation"));
+    };
+    let chance = 1.0 / Shapes::labels().len() as f64;
+    if args.json {
+        let summary = json!({
+            "run": out, "model": model, "report": report, "seconds": outcome.seconds, "steps": outcome.steps,
+            "metrics": m.to_json(), "chance_colour_shape": chance,
+        });
+        println!("{summary}");
+        return Ok(());
+    }
+    println!(
+        "trained {} steps in {:.0} min {:02.0} s",
+        outcome.steps,
+        (outcome.seconds / 60.0).floor(),
+        outcome.seconds % 60.0
+    );
+    println!(
+        "zero-shot colour x shape: {:.1}% on seen pairs, {:.1}% on held-out pairs never trained on (chance {:.1}%)",
+        100.0 * m.seen.both,
+        100.0 * m.held_out.both,
+        100.0 * chance
+    );
+    println!(
+        "retrieval on {} test pairs: text-to-image R@1 {:.1}%, image-to-text R@1 {:.1}%",
+        m.pairs,
+        100.0 * m.t2i[0],
+        100.0 * m.i2t[0]
+    );
+    println!(
+        "model:  {} (Hugging Face CLIP layout; try `vlk clip zero-shot --model ...`)",
+        model.display()
+    );
+    println!("report: {} (training.png, zero_shot.png, metrics.json)", report.display());
     Ok(())
 }

@@ -31,12 +31,23 @@ struct Slot {
     m: Tensor,
     v: Tensor,
     decay: bool,
+    /// Updates this parameter has had: its bias correction counts these, so a parameter held
+    /// fixed for a while (no gradient) starts with a correctly corrected first step.
+    steps: u64,
 }
 
 pub struct AdamW {
     slots: Vec<Slot>,
     pub config: AdamWConfig,
-    step: u64,
+}
+
+/// One parameter's optimizer state, as checkpoints store it.
+#[derive(Clone)]
+pub struct SlotState {
+    pub name: String,
+    pub m: Tensor,
+    pub v: Tensor,
+    pub steps: u64,
 }
 
 impl AdamW {
@@ -55,21 +66,29 @@ impl AdamW {
                 }
                 let (m, v) = (param.zeros_like()?, param.zeros_like()?);
                 let decay = decay(&name, &param);
-                Ok(Slot { name, param, m, v, decay })
+                Ok(Slot {
+                    name,
+                    param,
+                    m,
+                    v,
+                    decay,
+                    steps: 0,
+                })
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(AdamW { slots, config, step: 0 })
-    }
-
-    pub fn step_count(&self) -> u64 {
-        self.step
+        Ok(AdamW { slots, config })
     }
 
     /// One update at learning rate `lr` with gradients multiplied by `grad_scale` (clipping).
-    /// Parameters without a gradient are left alone.
+    /// Parameters without a gradient are left alone (their step count too).
     pub fn step(&mut self, grads: &Grads, lr: f64, grad_scale: f64) -> Result<()> {
-        self.step += 1;
-        for slot in &self.slots {
+        self.step_scaled(grads, lr, grad_scale, |_| 1.0)
+    }
+
+    /// [`AdamW::step`] with each parameter's learning rate multiplied by `lr_scale(name)`
+    /// (parameter groups: say, a tower warming up after being held fixed).
+    pub fn step_scaled(&mut self, grads: &Grads, lr: f64, grad_scale: f64, lr_scale: impl Fn(&str) -> f64) -> Result<()> {
+        for slot in &mut self.slots {
             let Some(g) = grads.get(&slot.param) else { continue };
             if g.dims() != slot.param.dims() {
                 return Err(Error::shape(
@@ -77,14 +96,15 @@ impl AdamW {
                     format!("gradient {:?} for '{}' of shape {:?}", g.dims(), slot.name, slot.param.dims()),
                 ));
             }
+            slot.steps += 1;
             let c = &self.config;
             let step = AdamWStep {
-                lr,
+                lr: lr * lr_scale(&slot.name),
                 beta1: c.beta1,
                 beta2: c.beta2,
                 eps: c.eps,
                 weight_decay: if slot.decay { c.weight_decay } else { 0.0 },
-                step: self.step,
+                step: slot.steps,
                 grad_scale,
             };
             let g = g.to_dtype(slot.param.dtype())?;
@@ -95,23 +115,31 @@ impl AdamW {
         Ok(())
     }
 
-    /// (name, first moment, second moment) of every parameter, for checkpoints.
-    pub fn state(&self) -> Vec<(String, Tensor, Tensor)> {
-        self.slots.iter().map(|s| (s.name.clone(), s.m.clone(), s.v.clone())).collect()
+    /// Every parameter's moments and step count, for checkpoints.
+    pub fn state(&self) -> Vec<SlotState> {
+        self.slots
+            .iter()
+            .map(|s| SlotState {
+                name: s.name.clone(),
+                m: s.m.clone(),
+                v: s.v.clone(),
+                steps: s.steps,
+            })
+            .collect()
     }
 
-    /// Restores moments saved by [`AdamW::state`] and the step counter.
-    pub fn load_state(&mut self, step: u64, state: &[(String, Tensor, Tensor)]) -> Result<()> {
+    /// Restores the state saved by [`AdamW::state`]; every parameter must have an entry.
+    pub fn load_state(&mut self, state: &[SlotState]) -> Result<()> {
         for slot in &mut self.slots {
-            let Some((_, m, v)) = state.iter().find(|(n, _, _)| *n == slot.name) else {
+            let Some(saved) = state.iter().find(|s| s.name == slot.name) else {
                 return Err(Error::Checkpoint {
                     msg: format!("optimizer state has no moments for '{}'", slot.name),
                 });
             };
-            slot.m.assign(m)?;
-            slot.v.assign(v)?;
+            slot.m.assign(&saved.m)?;
+            slot.v.assign(&saved.v)?;
+            slot.steps = saved.steps;
         }
-        self.step = step;
         Ok(())
     }
 }

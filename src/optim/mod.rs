@@ -5,7 +5,7 @@ mod adamw;
 mod schedule;
 mod sgd;
 
-pub use adamw::{AdamW, AdamWConfig};
+pub use adamw::{AdamW, AdamWConfig, SlotState};
 pub use schedule::CosineSchedule;
 pub use sgd::Sgd;
 

@@ -6,7 +6,7 @@
 //! found corrupt on resume still has its predecessor beside it.
 
 use crate::io::safetensors::{self, LoadOptions};
-use crate::optim::AdamW;
+use crate::optim::{AdamW, SlotState};
 use crate::{Device, Error, Result, Rng, Tensor};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -97,16 +97,17 @@ impl Checkpointer {
         let written = (|| {
             write_model(&tmp)?;
             let mut moments = Vec::new();
-            for (name, m, v) in opt.state() {
-                moments.push((format!("m.{name}"), m));
-                moments.push((format!("v.{name}"), v));
+            for slot in opt.state() {
+                let steps = Tensor::from_vec(vec![slot.steps as i64], &[], Device::Cpu)?;
+                moments.push((format!("m.{}", slot.name), slot.m));
+                moments.push((format!("v.{}", slot.name), slot.v));
+                moments.push((format!("steps.{}", slot.name), steps));
             }
             safetensors::save(tmp.join("optimizer.safetensors"), &moments)?;
             if !state.is_object() {
                 state = json!({});
             }
             state["step"] = step.into();
-            state["optimizer_step"] = opt.step_count().into();
             state["rng"] = rng_to_json(rng);
             let body = serde_json::to_vec_pretty(&state).map_err(|e| Error::msg(e.to_string()))?;
             crate::io::write_atomic(&tmp.join("trainer_state.json"), &body)
@@ -141,26 +142,37 @@ impl Checkpoint {
         Ok((v, rng))
     }
 
-    /// Restores AdamW's moments and step counter.
+    /// Restores AdamW's moments and per-parameter step counts.
     pub fn restore_optimizer(&self, opt: &mut AdamW) -> Result<()> {
-        let (state, _) = self.state()?;
         let path = self.dir.join("optimizer.safetensors");
         let tensors = safetensors::load(&path, Device::Cpu)?;
-        let names: Vec<String> = opt.state().into_iter().map(|(n, _, _)| n).collect();
         let get = |key: String| -> Result<Tensor> {
             tensors.get(&key).cloned().ok_or_else(|| Error::Checkpoint {
                 msg: format!("{}: no tensor '{key}'", path.display()),
             })
         };
-        let moments = names
+        let saved = opt
+            .state()
             .into_iter()
-            .map(|n| Ok((n.clone(), get(format!("m.{n}"))?, get(format!("v.{n}"))?)))
+            .map(|slot| {
+                let steps = get(format!("steps.{}", slot.name))?.to_vec::<i64>()?;
+                let steps = match steps[..] {
+                    [n] if n >= 0 => n as u64,
+                    _ => {
+                        return Err(Error::Checkpoint {
+                            msg: format!("{}: 'steps.{}' is not one non-negative count", path.display(), slot.name),
+                        })
+                    }
+                };
+                Ok(SlotState {
+                    m: get(format!("m.{}", slot.name))?,
+                    v: get(format!("v.{}", slot.name))?,
+                    steps,
+                    name: slot.name,
+                })
+            })
             .collect::<Result<Vec<_>>>()?;
-        let step = state
-            .get("optimizer_step")
-            .and_then(Value::as_u64)
-            .ok_or_else(|| Error::file(&path, "trainer state has no optimizer_step"))?;
-        opt.load_state(step, &moments)
+        opt.load_state(&saved)
     }
 
     /// Loads parameters saved by the model's writer into a store (for models saved with

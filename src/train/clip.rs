@@ -2,6 +2,14 @@
 //! warm-up and cosine decay (no weight decay on norms, biases and the temperature), global
 //! gradient clipping, and the learnable temperature clamped as in CLIP (logit scale at most
 //! 100). Checkpoints carry everything needed to continue the same run exactly.
+//!
+//! The text tower can be held fixed for the first steps (`text_freeze_steps`). Trained jointly
+//! from the start, both towers settle on the easiest attribute that tells captions apart (colour
+//! on `shapes`): once every "red ..." caption embeds alike, no gradient asks the image tower for
+//! shape, and none asks the text tower either. Against the fixed random text tower's
+//! embeddings, which differ for every caption, the image tower must learn all the attributes the
+//! captions name, as with supervised labels; the towers are then trained together, the text
+//! tower's learning rate ramping up over the warm-up length.
 
 use super::checkpoint::{Checkpoint, Checkpointer};
 use crate::data::image::ImageProcessor;
@@ -23,12 +31,15 @@ pub struct TrainConfig {
     pub weight_decay: f64,
     pub max_grad_norm: f64,
     pub seed: u64,
+    /// Steps during which the text tower and its projection are not trained.
+    pub text_freeze_steps: u64,
 }
 
 impl TrainConfig {
     fn to_json(&self) -> Value {
         json!({"steps": self.steps, "batch": self.batch, "lr": self.lr, "min_lr": self.min_lr, "warmup_steps": self.warmup_steps,
-               "weight_decay": self.weight_decay, "max_grad_norm": self.max_grad_norm, "seed": self.seed})
+               "weight_decay": self.weight_decay, "max_grad_norm": self.max_grad_norm, "seed": self.seed,
+               "text_freeze_steps": self.text_freeze_steps})
     }
 
     fn from_json(v: &Value, context: &Path) -> Result<Self> {
@@ -51,6 +62,7 @@ impl TrainConfig {
             weight_decay: f("weight_decay")?,
             max_grad_norm: f("max_grad_norm")?,
             seed: u("seed")?,
+            text_freeze_steps: u("text_freeze_steps")?,
         })
     }
 
@@ -96,6 +108,8 @@ pub struct ClipTrainer {
     pub rng: Rng,
     /// (step, loss) of every step, for reports.
     pub losses: Vec<(u64, f64)>,
+    /// (step, metrics) of every evaluation during the run, for reports.
+    pub evals: Vec<(u64, Value)>,
 }
 
 /// ln(100): CLIP clamps the temperature so logits never exceed 100 times the cosine.
@@ -124,6 +138,7 @@ impl ClipTrainer {
             step: 0,
             rng,
             losses: Vec::new(),
+            evals: Vec::new(),
         })
     }
 
@@ -134,7 +149,13 @@ impl ClipTrainer {
             .tokenizer
             .encode_batch(captions, self.clip.config.text.max_position_embeddings, device)?;
         let image_embeds = self.clip.image_embeds(pixels)?;
-        let text_embeds = self.clip.text_embeds(&tokens.ids, Some(&tokens.mask))?;
+        let embed_texts = || self.clip.text_embeds(&tokens.ids, Some(&tokens.mask));
+        // A frozen text tower is a constant of the step: no graph, no gradients, no update.
+        let text_embeds = if self.step < self.config.text_freeze_steps {
+            crate::no_grad(embed_texts)?
+        } else {
+            embed_texts()?
+        };
         let loss = self
             .clip
             .contrastive_loss(&self.clip.logits_per_image(&image_embeds, &text_embeds)?)?;
@@ -142,7 +163,16 @@ impl ClipTrainer {
         let params = self.clip.store.named();
         let grad_norm = global_grad_norm(&params, &grads)?;
         let lr = self.config.schedule().lr(self.step);
-        self.opt.step(&grads, lr, clip_factor(grad_norm, self.config.max_grad_norm))?;
+        let text_scale = self.text_lr_scale();
+        let is_text = |name: &str| name.starts_with("text_model.") || name.starts_with("text_projection.");
+        self.opt
+            .step_scaled(&grads, lr, clip_factor(grad_norm, self.config.max_grad_norm), |name| {
+                if is_text(name) {
+                    text_scale
+                } else {
+                    1.0
+                }
+            })?;
         let scale = &self.clip.logit_scale;
         let clamped = scale.to_f64()?.min(MAX_LOGIT_SCALE);
         scale.assign(&Tensor::full(clamped, &[], scale.dtype(), scale.device())?)?;
@@ -157,10 +187,22 @@ impl ClipTrainer {
         })
     }
 
+    /// The text tower's learning-rate multiplier at this step: 0 while frozen, then a linear
+    /// ramp to 1 over `warmup_steps`, so its first updates (which AdamW makes about lr in size
+    /// for every weight at once) do not wreck what the image tower learned against it.
+    fn text_lr_scale(&self) -> f64 {
+        let since = self.step.saturating_sub(self.config.text_freeze_steps) + 1;
+        if self.config.text_freeze_steps == 0 {
+            1.0
+        } else {
+            (since as f64 / self.config.warmup_steps.max(1) as f64).min(1.0)
+        }
+    }
+
     /// Writes a checkpoint: the model as a Hugging Face directory with its tokenizer, the
     /// optimizer, the RNG, the run's configuration and loss history, and `extra`.
     pub fn save_checkpoint(&self, checkpoints: &Checkpointer, extra: Value) -> Result<Checkpoint> {
-        let state = json!({"train": self.config.to_json(), "losses": self.losses, "extra": extra});
+        let state = json!({"train": self.config.to_json(), "losses": self.losses, "evals": self.evals, "extra": extra});
         checkpoints.save(self.step, |dir| self.save_model(dir), &self.opt, &self.rng, state)
     }
 
@@ -183,6 +225,8 @@ impl ClipTrainer {
         checkpoint.restore_optimizer(&mut opt)?;
         let losses: Vec<(u64, f64)> = serde_json::from_value(state["losses"].clone())
             .map_err(|e| Error::file(&context, format!("trainer state: bad 'losses': {e}")))?;
+        let evals: Vec<(u64, Value)> = serde_json::from_value(state["evals"].clone())
+            .map_err(|e| Error::file(&context, format!("trainer state: bad 'evals': {e}")))?;
         Ok(ClipTrainer {
             clip,
             tokenizer,
@@ -191,6 +235,7 @@ impl ClipTrainer {
             step: checkpoint.step,
             rng,
             losses,
+            evals,
         })
     }
 }

@@ -1,10 +1,11 @@
 //! Evaluation of a CLIP on the built-in `shapes` set: zero-shot classification over every
-//! colour x shape prompt (and the colour and shape it implies, by marginal probability), for
+//! colour x shape label (each the mean embedding of its prompt in five templates), and the
+//! colour and shape it implies by marginal probability, for
 //! seen and held-out combinations separately; image-text retrieval recall@1/5/10 both ways on the
 //! test split; and the mean cosine of matching versus non-matching pairs.
 
 use crate::data::image::ImageProcessor;
-use crate::data::shapes::{Colour, Shape, Shapes, Split};
+use crate::data::shapes::{Colour, Sample, Shape, Shapes, Split};
 use crate::data::tokenizer::ClipTokenizer;
 use crate::models::Clip;
 use crate::{DType, Device, Result, Tensor};
@@ -26,6 +27,8 @@ pub struct ClipMetrics {
     /// Image to text and text to image recall at 1, 5, 10.
     pub i2t: [f64; 3],
     pub t2i: [f64; 3],
+    /// Image-caption pairs the retrieval ranks among.
+    pub pairs: usize,
     pub mean_positive_cosine: f64,
     pub mean_negative_cosine: f64,
 }
@@ -36,7 +39,8 @@ impl ClipMetrics {
         json!({
             "zero_shot": {"seen": zs(&self.seen), "held_out": zs(&self.held_out)},
             "retrieval": {"image_to_text": {"r1": self.i2t[0], "r5": self.i2t[1], "r10": self.i2t[2]},
-                          "text_to_image": {"r1": self.t2i[0], "r5": self.t2i[1], "r10": self.t2i[2]}},
+                          "text_to_image": {"r1": self.t2i[0], "r5": self.t2i[1], "r10": self.t2i[2]},
+                          "pairs": self.pairs},
             "mean_positive_cosine": self.mean_positive_cosine,
             "mean_negative_cosine": self.mean_negative_cosine,
         })
@@ -69,8 +73,26 @@ fn embed_texts(clip: &Clip, tok: &ClipTokenizer, texts: &[String], device: Devic
     Tensor::concat(&parts.iter().collect::<Vec<_>>(), 0)
 }
 
+/// One embedding per label: the normalised mean of its prompts' embeddings.
+fn label_embeds(clip: &Clip, tok: &ClipTokenizer, labels: &[(Shape, Colour)], device: Device) -> Result<Tensor> {
+    let per_label = Shapes::prompts(Shape::Circle, Colour::Red).len();
+    let prompts: Vec<String> = labels.iter().flat_map(|&(s, c)| Shapes::prompts(s, c)).collect();
+    let embeds = embed_texts(clip, tok, &prompts, device)?;
+    let d = embeds.dims()[1];
+    embeds.reshape(&[labels.len(), per_label, d])?.mean(1, false)?.l2_normalize(1e-12)
+}
+
 fn rows(t: &Tensor) -> Result<Vec<Vec<f32>>> {
     t.to_dtype(DType::F32)?.to_vec2::<f32>()
+}
+
+/// Indices and samples of the first `n` single-object images of `split`.
+fn single_object(shapes: &Shapes, split: Split, n: usize) -> (Vec<u64>, Vec<Sample>) {
+    (0..)
+        .map(|i| (i, shapes.sample(split, i)))
+        .filter(|(_, s)| s.objects.len() == 1)
+        .take(n)
+        .unzip()
 }
 
 /// Zero-shot accuracy on the first `n` single-object images of `split`.
@@ -83,12 +105,8 @@ fn zero_shot(
     labels: &[(Shape, Colour)],
     device: Device,
 ) -> Result<ZeroShot> {
-    let (indices, truth): (Vec<u64>, Vec<(Shape, Colour)>) = (0..)
-        .map(|i| (i, shapes.sample(split, i)))
-        .filter(|(_, s)| s.objects.len() == 1)
-        .map(|(i, s)| (i, (s.objects[0].shape, s.objects[0].colour)))
-        .take(n)
-        .unzip();
+    let (indices, samples) = single_object(shapes, split, n);
+    let truth: Vec<(Shape, Colour)> = samples.iter().map(|s| (s.objects[0].shape, s.objects[0].colour)).collect();
     let images = embed_images(clip, shapes, split, &indices, device)?;
     let probs = rows(&clip.logits_per_image(&images, prompts)?.softmax()?)?;
     let (mut both, mut colour, mut shape) = (0, 0, 0);
@@ -124,6 +142,35 @@ fn zero_shot(
     })
 }
 
+/// A test image with its most probable zero-shot labels, best first.
+#[derive(Debug, Clone)]
+pub struct Example {
+    pub sample: Sample,
+    pub top: Vec<((Shape, Colour), f32)>,
+}
+
+/// The first `n` single-object images of `split` with their `k` most probable labels among all
+/// colour x shape prompts.
+pub fn zero_shot_examples(clip: &Clip, tok: &ClipTokenizer, shapes: &Shapes, split: Split, n: usize, k: usize) -> Result<Vec<Example>> {
+    let _guard = crate::NoGradGuard::new();
+    let device = clip.logit_scale.device();
+    let labels = Shapes::labels();
+    let prompt_embeds = label_embeds(clip, tok, &labels, device)?;
+    let (indices, samples) = single_object(shapes, split, n);
+    let images = embed_images(clip, shapes, split, &indices, device)?;
+    let probs = rows(&clip.logits_per_image(&images, &prompt_embeds)?.softmax()?)?;
+    Ok(samples
+        .into_iter()
+        .zip(probs)
+        .map(|(sample, p)| {
+            let mut ranked: Vec<((Shape, Colour), f32)> = labels.iter().copied().zip(p).collect();
+            ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
+            ranked.truncate(k);
+            Example { sample, top: ranked }
+        })
+        .collect())
+}
+
 /// Recall@{1,5,10} of the matching column for each row of a similarity matrix.
 fn recall(sim: &[Vec<f32>]) -> [f64; 3] {
     let mut hits = [0usize; 3];
@@ -140,8 +187,7 @@ fn recall(sim: &[Vec<f32>]) -> [f64; 3] {
 pub fn evaluate(clip: &Clip, tok: &ClipTokenizer, shapes: &Shapes, n: usize, device: Device) -> Result<ClipMetrics> {
     let _guard = crate::NoGradGuard::new();
     let labels = Shapes::labels();
-    let prompts: Vec<String> = labels.iter().map(|&(s, c)| Shapes::prompt(s, c)).collect();
-    let prompt_embeds = embed_texts(clip, tok, &prompts, device)?;
+    let prompt_embeds = label_embeds(clip, tok, &labels, device)?;
     let seen = zero_shot(clip, shapes, Split::TestSeen, n, &prompt_embeds, &labels, device)?;
     let held_out = zero_shot(clip, shapes, Split::TestHeldOut, n, &prompt_embeds, &labels, device)?;
 
@@ -163,6 +209,7 @@ pub fn evaluate(clip: &Clip, tok: &ClipTokenizer, shapes: &Shapes, n: usize, dev
         held_out,
         i2t: recall(&cos),
         t2i: recall(&transposed),
+        pairs: n,
         mean_positive_cosine: positive,
         mean_negative_cosine: negative,
     })

@@ -4,5 +4,7 @@
 pub mod checkpoint;
 pub mod clip;
 pub mod clip_eval;
+pub mod clip_report;
+pub mod report;
 
 pub use checkpoint::{Checkpoint, Checkpointer};

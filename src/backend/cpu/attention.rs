@@ -7,7 +7,7 @@
 //! accumulate dV += P^T dO, dS = P (dO V^T - rowsum(dO O)), dQ += dS K, dK += dS^T Q.
 //! FLOPs: forward 4*B*H*Sq*Sk*D, backward 10*B*H*Sq*Sk*D (before masking).
 
-use super::float::{float_data, Float, FloatData, FloatOut};
+use super::float::{accumulator, float_data, Float, FloatData, FloatOut};
 use super::CpuStorage;
 use crate::backend::AttentionParams;
 use crate::{Error, Layout, Result};
@@ -176,9 +176,9 @@ fn backward_impl<T: Float>(
     scale: T,
 ) -> (Vec<T>, Vec<T>, Vec<T>) {
     let Dims { b: nb, h: nh, sq, sk, d } = dims;
-    let mut dq = vec![T::ZERO; nb * nh * sq * d];
-    let mut dk = vec![T::ZERO; nb * nh * sk * d];
-    let mut dv = vec![T::ZERO; nb * nh * sk * d];
+    let mut dq = accumulator(nb * nh * sq * d);
+    let mut dk = accumulator(nb * nh * sk * d);
+    let mut dv = accumulator(nb * nh * sk * d);
     let head_q = (sq * d).max(1);
     let head_k = (sk * d).max(1);
     dq.par_chunks_mut(head_q)

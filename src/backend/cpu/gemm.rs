@@ -8,7 +8,7 @@
 //! run time), and a portable 4x8 for f64 and older CPUs.
 //! FLOPs: 2*m*n*k; a packed B panel (KC x 32 f32 = 32 KiB) stays in L1/L2, the A block in L2.
 
-use super::float::{float_data, Float, FloatOut};
+use super::float::{accumulator, float_data, Float, FloatOut};
 use super::CpuStorage;
 use crate::{Error, Layout, Result};
 use rayon::prelude::*;
@@ -346,7 +346,7 @@ fn matmul_impl<T: Float>(a: &[T], la: &Layout, b: &[T], lb: &Layout) -> Vec<T> {
             cs: bcs,
         })
         .collect();
-    let mut c = vec![T::ZERO; mats_a.len() * m * n];
+    let mut c = accumulator(mats_a.len() * m * n);
     if k > 0 {
         gemm_batched(m, n, k, &mats_a, &mats_b, &mut c);
     }

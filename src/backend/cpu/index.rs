@@ -1,6 +1,6 @@
 //! Gather along a dim (embedding lookup, index_select) and its adjoint, scatter-add.
 
-use super::float::{float_data, Float};
+use super::float::{accumulator, float_data, Float};
 use super::{map_storage, CpuStorage};
 use crate::{with_float, Error, Layout, Result};
 
@@ -30,7 +30,7 @@ pub fn index_select(x: &CpuStorage, lx: &Layout, ids: &CpuStorage, lids: &Layout
 }
 
 fn scatter_add<T: Float>(src: &[T], outer: usize, inner: usize, ids: &[usize], dim_size: usize) -> Vec<T> {
-    let mut out = vec![T::ZERO; outer * dim_size * inner];
+    let mut out = accumulator(outer * dim_size * inner);
     for o in 0..outer {
         for (l, &i) in ids.iter().enumerate() {
             let s = (o * ids.len() + l) * inner;
