@@ -375,7 +375,7 @@ fn clip_training_steps_match_cpu() {
     use vlk::models::{ClipConfig, ClipTextConfig, ClipVisionConfig};
     use vlk::train::clip::{ClipTrainer, TrainConfig};
 
-    let run = |device: Device| -> Vec<f64> {
+    let run = |device: Device, mixed_precision: bool| -> Vec<f64> {
         let tokenizer = ClipTokenizer::word_level(&Shapes::vocabulary()).unwrap();
         let act = Activation::QuickGelu;
         let model = ClipConfig {
@@ -417,14 +417,16 @@ fn clip_training_steps_match_cpu() {
             seed: 5,
             // The first step with the text tower frozen, the others training both towers.
             text_freeze_steps: 1,
+            mixed_precision,
         };
         let mut trainer = ClipTrainer::new(model, tokenizer, config, device).unwrap();
+        let params = trainer.clip.store.named();
         let shapes = Shapes::new(ShapesConfig {
             image_size: 16,
             ..Default::default()
         })
         .unwrap();
-        (0..3u64)
+        let losses: Vec<f64> = (0..3u64)
             .map(|step| {
                 let (pixels, captions) = shapes.batch(Split::Train, step * 6, 6);
                 let pixels = Tensor::from_vec(pixels, &[6, 3, 16, 16], device).unwrap();
@@ -433,11 +435,19 @@ fn clip_training_steps_match_cpu() {
                     .unwrap()
                     .loss
             })
-            .collect()
+            .collect();
+        assert!(params.iter().all(|(_, p)| p.dtype() == DType::F32), "master weights stay f32");
+        losses
     };
-    let (cpu, dev) = (run(Device::Cpu), run(device()));
+    let (cpu, dev) = (run(Device::Cpu, false), run(device(), false));
     for (c, d) in cpu.iter().zip(&dev) {
         assert!((c - d).abs() < 1e-4 * c.abs().max(1.0), "losses {cpu:?} vs {dev:?}");
     }
     assert!(cpu[0] != cpu[2], "the run moves");
+    // Mixed precision (bf16 kernels over f32 master weights): the same run within bf16 error.
+    let mixed = run(device(), true);
+    for (c, m) in cpu.iter().zip(&mixed) {
+        assert!((c - m).abs() < 3e-2 * c.abs().max(1.0), "f32 {cpu:?} vs mixed {mixed:?}");
+    }
+    assert!(mixed != dev, "mixed precision really computes in bf16");
 }

@@ -65,6 +65,9 @@ pub struct TrainArgs {
     /// cpu, cuda or emu (default: VLK_DEVICE, else a GPU when present, else cpu).
     #[arg(long)]
     pub device: Option<String>,
+    /// f32, or bf16 (bf16 compute over f32 master weights); auto: bf16 on CUDA, f32 elsewhere.
+    #[arg(long, default_value = "auto")]
+    pub precision: String,
 }
 
 /// A CLIP small enough to train on two CPU cores in minutes: 4-layer towers 128 wide.
@@ -217,6 +220,12 @@ pub fn train(args: &TrainArgs) -> Result<Outcome> {
                 max_grad_norm: 1.0,
                 seed: args.seed,
                 text_freeze_steps: args.text_freeze.unwrap_or(args.steps * 2 / 5),
+                mixed_precision: match args.precision.as_str() {
+                    "auto" => matches!(device, Device::Cuda(_)),
+                    "f32" => false,
+                    "bf16" => true,
+                    other => return Err(Error::msg(format!("clip train: --precision {other}: expected auto, f32 or bf16"))),
+                },
             };
             ClipTrainer::new(
                 small_clip(tokenizer.vocab_size(), args.image_size, args.patch_size),

@@ -70,6 +70,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
         seed: args.seed,
         resume: false,
         device: args.device,
+        precision: "auto".into(),
     };
     eprintln!(
         "vlk demo: training a small CLIP from scratch on generated shapes ({} steps of {} pairs) into {}",
@@ -93,12 +94,8 @@ pub fn run(args: DemoArgs) -> Result<()> {
         println!("{summary}");
         return Ok(());
     }
-    println!(
-        "trained {} steps in {:.0} min {:02.0} s",
-        outcome.steps,
-        (outcome.seconds / 60.0).floor(),
-        outcome.seconds % 60.0
-    );
+    let seconds = outcome.seconds.round() as u64;
+    println!("trained {} steps in {} min {:02} s", outcome.steps, seconds / 60, seconds % 60);
     println!(
         "zero-shot colour x shape: {:.1}% on seen pairs, {:.1}% on held-out pairs never trained on (chance {:.1}%)",
         100.0 * m.seen.both,

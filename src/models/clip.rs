@@ -73,10 +73,19 @@ impl Clip {
         safetensors::save(dir.join("model.safetensors"), &self.store.named())
     }
 
+    /// Computes both towers in `dtype` over the parameters as stored: bf16 over f32 parameters
+    /// is mixed precision (f32 master weights, which the optimizer updates). Embeddings, logits
+    /// and the loss stay in the parameters' dtype.
+    pub fn set_compute_dtype(&mut self, dtype: DType) {
+        self.vision_model.compute_dtype = dtype;
+        self.text_model.compute_dtype = dtype;
+    }
+
     /// L2-normalised image embeddings [B, P] from pixel values [B, C, S, S].
     pub fn image_embeds(&self, pixels: &Tensor) -> Result<Tensor> {
         self.visual_projection
             .forward(&self.vision_model.forward(pixels)?)?
+            .to_dtype(self.logit_scale.dtype())?
             .l2_normalize(1e-12)
     }
 
@@ -84,6 +93,7 @@ impl Clip {
     pub fn text_embeds(&self, ids: &Tensor, attention_mask: Option<&Tensor>) -> Result<Tensor> {
         self.text_projection
             .forward(&self.text_model.forward(ids, attention_mask)?)?
+            .to_dtype(self.logit_scale.dtype())?
             .l2_normalize(1e-12)
     }
 

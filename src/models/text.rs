@@ -12,6 +12,8 @@ pub struct TextTransformer {
     pub position_embedding: Embedding,
     pub encoder: Encoder,
     pub final_layer_norm: LayerNorm,
+    /// The dtype activations are computed in (see `VisionTransformer::compute_dtype`).
+    pub compute_dtype: DType,
 }
 
 pub struct TextOutput {
@@ -28,6 +30,7 @@ impl TextTransformer {
         let d = c.hidden_size;
         let e = s.pp("embeddings");
         Ok(TextTransformer {
+            compute_dtype: s.store().dtype(),
             token_embedding: Embedding::new(&e.pp("token_embedding"), c.vocab_size, d, 0.02)?,
             position_embedding: Embedding::new(&e.pp("position_embedding"), c.max_position_embeddings, d, 0.01)?,
             encoder: Encoder::new(
@@ -83,10 +86,12 @@ impl TextTransformer {
         }
         let device = ids.device();
         let positions = Tensor::arange(0.0, l as f64, 1.0, DType::U32, device)?;
+        let dtype = self.compute_dtype;
         let x = self
             .token_embedding
             .forward(ids)?
-            .add(&self.position_embedding.forward(&positions)?)?;
+            .to_dtype(dtype)?
+            .add(&self.position_embedding.forward(&positions)?.to_dtype(dtype)?)?;
         let opts = AttentionOptions {
             causal: true,
             key_mask: attention_mask,

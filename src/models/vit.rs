@@ -5,7 +5,7 @@
 use super::{ClipVisionConfig, Encoder};
 use crate::nn::{Init, LayerNorm, PatchEmbed, Scope};
 use crate::ops::AttentionOptions;
-use crate::{Error, Result, Tensor};
+use crate::{DType, Error, Result, Tensor};
 
 pub struct VisionTransformer {
     pub config: ClipVisionConfig,
@@ -15,6 +15,9 @@ pub struct VisionTransformer {
     pub pre_layrnorm: LayerNorm,
     pub encoder: Encoder,
     pub post_layernorm: LayerNorm,
+    /// The dtype activations are computed in: the parameters' dtype unless set otherwise (bf16
+    /// over f32 parameters for mixed-precision training).
+    pub compute_dtype: DType,
 }
 
 /// The outputs of the vision tower.
@@ -30,6 +33,7 @@ impl VisionTransformer {
         let d = c.hidden_size;
         let e = s.pp("embeddings");
         Ok(VisionTransformer {
+            compute_dtype: s.store().dtype(),
             class_embedding: e.param(
                 "class_embedding",
                 &[d],
@@ -72,10 +76,15 @@ impl VisionTransformer {
             ));
         }
         let (b, d) = (pixels.dims()[0], c.hidden_size);
-        let patches = self.patch_embedding.forward(&pixels.to_dtype(self.class_embedding.dtype())?)?;
-        let cls = self.class_embedding.reshape(&[1, 1, d])?.broadcast_as(&[b, 1, d])?;
+        let dtype = self.compute_dtype;
+        let patches = self.patch_embedding.forward(&pixels.to_dtype(dtype)?)?;
+        let cls = self
+            .class_embedding
+            .to_dtype(dtype)?
+            .reshape(&[1, 1, d])?
+            .broadcast_as(&[b, 1, d])?;
         let x = Tensor::concat(&[&cls, &patches], 1)?;
-        self.pre_layrnorm.forward(&x.add(&self.position_embedding)?)
+        self.pre_layrnorm.forward(&x.add(&self.position_embedding.to_dtype(dtype)?)?)
     }
 
     /// Every hidden state and the pooled output.

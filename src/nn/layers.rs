@@ -5,7 +5,9 @@ use super::{Init, Scope};
 use crate::ops::AttentionOptions;
 use crate::{Error, Result, Tensor};
 
-/// y = x W^T + b, W stored [out, in].
+/// y = x W^T + b, W stored [out, in]. Parameters are cast to the input's dtype, so f32
+/// parameters can serve bf16 activations (mixed precision); the cast is differentiable, and
+/// gradients reach the f32 parameters.
 #[derive(Clone)]
 pub struct Linear {
     pub weight: Tensor,
@@ -33,9 +35,10 @@ impl Linear {
         }
         // One 2-d product over all leading dims, so the weight is packed once.
         let lead = &x.dims()[..x.rank() - 1];
-        let y = x.reshape(&[lead.iter().product(), in_dim])?.matmul(&self.weight.t()?)?;
+        let weight = self.weight.to_dtype(x.dtype())?;
+        let y = x.reshape(&[lead.iter().product(), in_dim])?.matmul(&weight.t()?)?;
         let y = match &self.bias {
-            Some(b) => y.add(b)?,
+            Some(b) => y.add(&b.to_dtype(x.dtype())?)?,
             None => y,
         };
         y.reshape(&[lead, &[self.weight.dims()[0]]].concat())
@@ -58,8 +61,10 @@ impl LayerNorm {
         })
     }
 
+    /// Normalises in the input's dtype (the kernels keep statistics in f32), with the
+    /// parameters cast to it as in [`Linear`].
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        x.layer_norm(&self.weight, &self.bias, self.eps)
+        x.layer_norm(&self.weight.to_dtype(x.dtype())?, &self.bias.to_dtype(x.dtype())?, self.eps)
     }
 }
 

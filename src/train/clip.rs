@@ -3,6 +3,10 @@
 //! gradient clipping, and the learnable temperature clamped as in CLIP (logit scale at most
 //! 100). Checkpoints carry everything needed to continue the same run exactly.
 //!
+//! With `mixed_precision` both towers compute in bf16 over f32 master weights: every layer
+//! casts its parameters to the activations' dtype, and the casts' backward carries gradients
+//! to the f32 parameters that AdamW updates.
+//!
 //! The text tower can be held fixed for the first steps (`text_freeze_steps`). Trained jointly
 //! from the start, both towers settle on the easiest attribute that tells captions apart (colour
 //! on `shapes`): once every "red ..." caption embeds alike, no gradient asks the image tower for
@@ -33,13 +37,15 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Steps during which the text tower and its projection are not trained.
     pub text_freeze_steps: u64,
+    /// Compute in bf16 over f32 master weights (the optimizer, embeddings and loss stay f32).
+    pub mixed_precision: bool,
 }
 
 impl TrainConfig {
     fn to_json(&self) -> Value {
         json!({"steps": self.steps, "batch": self.batch, "lr": self.lr, "min_lr": self.min_lr, "warmup_steps": self.warmup_steps,
                "weight_decay": self.weight_decay, "max_grad_norm": self.max_grad_norm, "seed": self.seed,
-               "text_freeze_steps": self.text_freeze_steps})
+               "text_freeze_steps": self.text_freeze_steps, "mixed_precision": self.mixed_precision})
     }
 
     fn from_json(v: &Value, context: &Path) -> Result<Self> {
@@ -63,6 +69,10 @@ impl TrainConfig {
             max_grad_norm: f("max_grad_norm")?,
             seed: u("seed")?,
             text_freeze_steps: u("text_freeze_steps")?,
+            mixed_precision: v
+                .get("mixed_precision")
+                .and_then(Value::as_bool)
+                .ok_or_else(|| Error::file(context, "trainer state: missing 'mixed_precision'"))?,
         })
     }
 
@@ -76,6 +86,12 @@ impl TrainConfig {
                 ..Default::default()
             },
         )
+    }
+
+    fn set_precision(&self, clip: &mut Clip) {
+        if self.mixed_precision {
+            clip.set_compute_dtype(DType::BF16);
+        }
     }
 
     fn schedule(&self) -> CosineSchedule {
@@ -127,7 +143,8 @@ impl ClipTrainer {
         if config.batch < 2 {
             return Err(Error::msg("clip train: a contrastive batch needs at least 2 pairs"));
         }
-        let clip = Clip::new(model, device, DType::F32, config.seed)?;
+        let mut clip = Clip::new(model, device, DType::F32, config.seed)?;
+        config.set_precision(&mut clip);
         let opt = config.optimizer(&clip)?;
         let rng = Rng::new(config.seed ^ 0x5EED);
         Ok(ClipTrainer {
@@ -220,7 +237,8 @@ impl ClipTrainer {
         let context = checkpoint.dir.join("trainer_state.json");
         let config = TrainConfig::from_json(&state["train"], &context)?;
         let tokenizer = ClipTokenizer::from_file(&checkpoint.dir.join("tokenizer.json"))?;
-        let clip = Clip::load(&checkpoint.dir, device, DType::F32)?;
+        let mut clip = Clip::load(&checkpoint.dir, device, DType::F32)?;
+        config.set_precision(&mut clip);
         let mut opt = config.optimizer(&clip)?;
         checkpoint.restore_optimizer(&mut opt)?;
         let losses: Vec<(u64, f64)> = serde_json::from_value(state["losses"].clone())
