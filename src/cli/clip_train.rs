@@ -29,11 +29,11 @@ pub struct TrainArgs {
     /// Run directory: checkpoints/ and model/ are written there.
     #[arg(long)]
     pub out: PathBuf,
-    #[arg(long, default_value_t = 600)]
+    #[arg(long, default_value_t = 1500)]
     pub steps: u64,
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 64)]
     pub batch: usize,
-    #[arg(long, default_value_t = 1e-3)]
+    #[arg(long, default_value_t = 2e-3)]
     pub lr: f64,
     #[arg(long, default_value_t = 0.1)]
     pub weight_decay: f64,
@@ -46,7 +46,7 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 32)]
     pub image_size: usize,
     /// Side of the vision transformer's square patches; must divide the image side.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 8)]
     pub patch_size: usize,
     #[arg(long, default_value_t = 100)]
     pub checkpoint_every: u64,
