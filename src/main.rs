@@ -20,6 +20,8 @@ enum Command {
     Demo(cli::demo::DemoArgs),
     /// Times the kernel workloads that scripts/torch_kernels_bench.py times in PyTorch.
     BenchKernels(cli::bench_kernels::BenchKernelsArgs),
+    /// Measures this CPU's FMA peak and memory bandwidth (the ceilings kernels are reported against).
+    Ceilings(cli::ceilings::CeilingsArgs),
     /// Lists the compiled kernels with their register, shared-memory and spill report.
     Kernels(cli::kernels::KernelsArgs),
 }
@@ -32,6 +34,7 @@ fn main() {
         Command::Clip(cmd) => cli::clip::run(cmd),
         Command::Kernels(args) => cli::kernels::run(args),
         Command::BenchKernels(args) => cli::bench_kernels::run(args),
+        Command::Ceilings(args) => cli::ceilings::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");

@@ -491,3 +491,15 @@ fn clip_train_on_mnist_format_files() {
         "train-images-idx3-ubyte.gz",
     );
 }
+
+#[test]
+fn ceilings_json_reports_positive_rates() {
+    let out = vlk(&["ceilings", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is exactly one JSON value");
+    for key in ["fma_gflops_one_thread", "fma_gflops_all_threads", "read_gb_per_s", "copy_gb_per_s"] {
+        let rate = v[key].as_f64().unwrap_or(0.0);
+        assert!(rate > 0.0 && rate.is_finite(), "{key}: {v}");
+    }
+    assert!(v["isa"].is_string() && v["threads"].as_u64() >= Some(1), "{v}");
+}

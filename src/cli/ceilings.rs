@@ -1,0 +1,158 @@
+//! `vlk ceilings`: this CPU's FMA peak and memory bandwidth, the ceilings the CPU kernels are
+//! reported against.
+//!
+//! FMA: each thread runs a loop of independent fused multiply-adds on 12 vector accumulators
+//! (enough to cover the FMA latency of current cores), AVX-512 where the CPU has it, else
+//! AVX2+FMA; FLOPs = 2 x lanes x accumulators x iterations. Memory: a sum over a 512 MiB f32
+//! buffer (read) and a copy between two such buffers (copy, counted as bytes read plus bytes
+//! written, as STREAM counts it), split across threads. Each figure is the median of 5 runs.
+
+use rayon::prelude::*;
+use serde_json::json;
+use std::time::Instant;
+use vlk::Result;
+
+#[derive(clap::Args)]
+pub struct CeilingsArgs {
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+const ACCUMULATORS: usize = 12;
+const FMA_ITERATIONS: u64 = 50_000_000;
+const BUFFER_BYTES: usize = 512 << 20;
+const RUNS: usize = 5;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// FLOPs done by one call of `fma_loop`, and the instruction set it used.
+fn fma_loop() -> (f64, &'static str) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the feature was detected at run time.
+            unsafe { x86::fma_avx512(FMA_ITERATIONS) };
+            return ((2 * 16 * ACCUMULATORS as u64 * FMA_ITERATIONS) as f64, "avx512f");
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            // SAFETY: as above.
+            unsafe { x86::fma_avx2(FMA_ITERATIONS) };
+            return ((2 * 8 * ACCUMULATORS as u64 * FMA_ITERATIONS) as f64, "avx2+fma");
+        }
+    }
+    let n = FMA_ITERATIONS / 8;
+    let mut acc = [1.0f32; ACCUMULATORS];
+    for _ in 0..n {
+        for a in &mut acc {
+            *a = a.mul_add(0.999_999, 1e-7);
+        }
+    }
+    std::hint::black_box(acc);
+    ((2 * ACCUMULATORS as u64 * n) as f64, "scalar")
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::ACCUMULATORS;
+    use std::arch::x86_64::*;
+
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn fma_avx512(iterations: u64) {
+        let (a, b) = (_mm512_set1_ps(0.999_999), _mm512_set1_ps(1e-7));
+        let mut acc = [_mm512_set1_ps(1.0); ACCUMULATORS];
+        for _ in 0..iterations {
+            for x in &mut acc {
+                *x = _mm512_fmadd_ps(*x, a, b);
+            }
+        }
+        std::hint::black_box(acc);
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn fma_avx2(iterations: u64) {
+        let (a, b) = (_mm256_set1_ps(0.999_999), _mm256_set1_ps(1e-7));
+        let mut acc = [_mm256_set1_ps(1.0); ACCUMULATORS];
+        for _ in 0..iterations {
+            for x in &mut acc {
+                *x = _mm256_fmadd_ps(*x, a, b);
+            }
+        }
+        std::hint::black_box(acc);
+    }
+}
+
+/// A sum with 16 independent partial sums, so it runs at memory speed rather than at the
+/// latency of one chain of dependent adds.
+fn sum_lanes(v: &[f32]) -> f32 {
+    let mut acc = [0f32; 16];
+    let mut blocks = v.chunks_exact(16);
+    for b in &mut blocks {
+        for (a, x) in acc.iter_mut().zip(b) {
+            *a += x;
+        }
+    }
+    acc.iter().sum::<f32>() + blocks.remainder().iter().sum::<f32>()
+}
+
+/// GFLOP/s of `threads` threads running the FMA loop at once.
+fn fma_rate(threads: usize) -> (f64, &'static str) {
+    let start = Instant::now();
+    let parts: Vec<(f64, &'static str)> = (0..threads).into_par_iter().map(|_| fma_loop()).collect();
+    let secs = start.elapsed().as_secs_f64();
+    (parts.iter().map(|p| p.0).sum::<f64>() / secs / 1e9, parts[0].1)
+}
+
+pub fn run(args: CeilingsArgs) -> Result<()> {
+    let threads = rayon::current_num_threads();
+    let mut isa = "";
+    let one: Vec<f64> = (0..RUNS)
+        .map(|_| {
+            let (r, i) = rayon::ThreadPoolBuilder::new()
+                .num_threads(1)
+                .build()
+                .map(|pool| pool.install(|| fma_rate(1)))
+                .unwrap_or_else(|_| fma_rate(1));
+            isa = i;
+            r
+        })
+        .collect();
+    let all: Vec<f64> = (0..RUNS).map(|_| fma_rate(threads).0).collect();
+    let n = BUFFER_BYTES / 4;
+    let src: Vec<f32> = (0..n).into_par_iter().map(|i| (i % 251) as f32).collect();
+    let mut dst = vec![0f32; n];
+    let chunk = n.div_ceil(threads);
+    let read: Vec<f64> = (0..RUNS)
+        .map(|_| {
+            let start = Instant::now();
+            let sum: f32 = src.par_chunks(chunk).map(sum_lanes).sum();
+            std::hint::black_box(sum);
+            BUFFER_BYTES as f64 / start.elapsed().as_secs_f64() / 1e9
+        })
+        .collect();
+    let copy: Vec<f64> = (0..RUNS)
+        .map(|_| {
+            let start = Instant::now();
+            dst.par_chunks_mut(chunk)
+                .zip(src.par_chunks(chunk))
+                .for_each(|(d, s)| d.copy_from_slice(s));
+            std::hint::black_box(&dst);
+            2.0 * BUFFER_BYTES as f64 / start.elapsed().as_secs_f64() / 1e9
+        })
+        .collect();
+    let (one, all, read, copy) = (median(one), median(all), median(read), median(copy));
+    if args.json {
+        println!(
+            "{}",
+            json!({"isa": isa, "threads": threads, "fma_gflops_one_thread": one, "fma_gflops_all_threads": all,
+                   "read_gb_per_s": read, "copy_gb_per_s": copy})
+        );
+        return Ok(());
+    }
+    println!("FMA peak ({isa}): {one:.0} GFLOP/s on one thread, {all:.0} GFLOP/s on {threads}");
+    println!("memory: read {read:.1} GB/s, copy {copy:.1} GB/s (read + written bytes), 512 MiB buffers");
+    Ok(())
+}
