@@ -5,10 +5,34 @@ use vlk::io::safetensors::{load, load_into, save, LoadOptions};
 use vlk::nn::{Init, ParamStore};
 use vlk::{DType, Device, Tensor};
 
-fn tmp(name: &str) -> std::path::PathBuf {
+/// `model.safetensors` in a fresh temporary directory, removed when the test is done with it.
+struct TmpFile(std::path::PathBuf);
+
+impl std::ops::Deref for TmpFile {
+    type Target = std::path::Path;
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl AsRef<std::path::Path> for TmpFile {
+    fn as_ref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TmpFile {
+    fn drop(&mut self) {
+        if let Some(dir) = self.0.parent() {
+            std::fs::remove_dir_all(dir).ok();
+        }
+    }
+}
+
+fn tmp(name: &str) -> TmpFile {
     let dir = std::env::temp_dir().join(format!("vlk-io-test-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    dir.join("model.safetensors")
+    TmpFile(dir.join("model.safetensors"))
 }
 
 fn store_with(shape: &[usize]) -> ParamStore {
