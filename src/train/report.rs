@@ -5,8 +5,11 @@
 //! report needs no font installed on the machine.
 
 use crate::{Error, Result};
+use plotters::coord::types::RangedCoordf64;
+use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::{register_font, FontStyle};
+use std::ops::Range;
 use std::path::Path;
 use std::sync::OnceLock;
 
@@ -57,6 +60,42 @@ const PALETTE: [RGBColor; 6] = [
     RGBColor(140, 86, 75),
 ];
 
+type StepChart<'a, 'b> = ChartContext<'a, BitMapBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// A titled panel with the step on x (0 to `max_step`) and `y` on y, both axes labelled; y tick
+/// labels as whole numbers when `whole_y`.
+#[allow(clippy::too_many_arguments)]
+fn step_panel<'a, 'b>(
+    area: &'a DrawingArea<BitMapBackend<'b>, Shift>,
+    path: &Path,
+    font: &str,
+    title: &str,
+    max_step: f64,
+    y: Range<f64>,
+    y_desc: &str,
+    whole_y: bool,
+) -> Result<StepChart<'a, 'b>> {
+    let mut chart = ChartBuilder::on(area)
+        .caption(title, (font, 22))
+        .margin(12)
+        .x_label_area_size(44)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0.0..max_step, y)
+        .map_err(|e| plot_err(path, e))?;
+    let whole = |v: &f64| format!("{v:.0}");
+    let mut mesh = chart.configure_mesh();
+    mesh.x_desc("step")
+        .x_label_formatter(&whole)
+        .y_desc(y_desc)
+        .label_style((font, 14))
+        .axis_desc_style((font, 16));
+    if whole_y {
+        mesh.y_label_formatter(&whole);
+    }
+    mesh.draw().map_err(|e| plot_err(path, e))?;
+    Ok(chart)
+}
+
 /// Training loss over steps (top panel) and, when `accuracy` has points, evaluation
 /// accuracies in percent over steps (bottom panel), with labelled axes and a legend.
 pub fn training_chart(path: &Path, loss: &[(f64, f64)], accuracy: &[Series]) -> Result<()> {
@@ -83,22 +122,7 @@ pub fn training_chart(path: &Path, loss: &[(f64, f64)], accuracy: &[Series]) -> 
         } else {
             (0.0, 1.0)
         };
-        let mut chart = ChartBuilder::on(&panels[0])
-            .caption("training loss", (font, 22))
-            .margin(12)
-            .x_label_area_size(44)
-            .y_label_area_size(60)
-            .build_cartesian_2d(0.0..max_step, lo..hi)
-            .map_err(|e| plot_err(path, e))?;
-        chart
-            .configure_mesh()
-            .x_desc("step")
-            .x_label_formatter(&|v| format!("{v:.0}"))
-            .y_desc("contrastive loss")
-            .label_style((font, 14))
-            .axis_desc_style((font, 16))
-            .draw()
-            .map_err(|e| plot_err(path, e))?;
+        let mut chart = step_panel(&panels[0], path, font, "training loss", max_step, lo..hi, "contrastive loss", false)?;
         chart
             .draw_series(LineSeries::new(
                 loss.iter().copied().filter(|p| p.1.is_finite()),
@@ -106,23 +130,16 @@ pub fn training_chart(path: &Path, loss: &[(f64, f64)], accuracy: &[Series]) -> 
             ))
             .map_err(|e| plot_err(path, e))?;
         if with_accuracy {
-            let mut chart = ChartBuilder::on(&panels[1])
-                .caption("evaluation on the test splits", (font, 22))
-                .margin(12)
-                .x_label_area_size(44)
-                .y_label_area_size(60)
-                .build_cartesian_2d(0.0..max_step, 0.0..100.0)
-                .map_err(|e| plot_err(path, e))?;
-            chart
-                .configure_mesh()
-                .x_desc("step")
-                .x_label_formatter(&|v| format!("{v:.0}"))
-                .y_label_formatter(&|v| format!("{v:.0}"))
-                .y_desc("accuracy / recall (%)")
-                .label_style((font, 14))
-                .axis_desc_style((font, 16))
-                .draw()
-                .map_err(|e| plot_err(path, e))?;
+            let mut chart = step_panel(
+                &panels[1],
+                path,
+                font,
+                "evaluation on the test splits",
+                max_step,
+                0.0..100.0,
+                "accuracy / recall (%)",
+                true,
+            )?;
             for (i, s) in accuracy.iter().enumerate() {
                 let colour = PALETTE[i % PALETTE.len()];
                 let points: Vec<(f64, f64)> = s.points.iter().map(|&(x, y)| (x, 100.0 * y)).collect();
