@@ -3,7 +3,9 @@
 //! pairs, retrieval), writes the run (checkpoints, model, report) under `runs/`, and prints
 //! where everything is and how well it learned.
 
-use super::clip_train::{train, TrainArgs};
+use super::clip_train::{
+    train, TrainArgs, DEFAULT_BATCH, DEFAULT_IMAGE_SIZE, DEFAULT_LR, DEFAULT_PATCH_SIZE, DEFAULT_STEPS, DEFAULT_WEIGHT_DECAY,
+};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use vlk::data::shapes::Shapes;
@@ -14,11 +16,11 @@ pub struct DemoArgs {
     /// Run directory (default: the first free runs/clip-shapes[-N] in the current directory).
     #[arg(long)]
     out: Option<PathBuf>,
-    #[arg(long, default_value_t = 1500)]
+    #[arg(long, default_value_t = DEFAULT_STEPS)]
     steps: u64,
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = DEFAULT_BATCH)]
     batch: usize,
-    #[arg(long, default_value_t = 2e-3)]
+    #[arg(long, default_value_t = DEFAULT_LR)]
     lr: f64,
     /// cpu, cuda or emu (default: VLK_DEVICE, else a GPU when present, else cpu).
     #[arg(long)]
@@ -60,10 +62,10 @@ pub fn run(args: DemoArgs) -> Result<()> {
         steps: args.steps,
         batch: args.batch,
         lr: args.lr,
-        weight_decay: 0.1,
+        weight_decay: DEFAULT_WEIGHT_DECAY,
         text_freeze: None,
-        image_size: 32,
-        patch_size: 8,
+        image_size: DEFAULT_IMAGE_SIZE,
+        patch_size: DEFAULT_PATCH_SIZE,
         checkpoint_every: 250,
         eval_every: 250,
         eval_images: 400,

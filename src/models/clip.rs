@@ -24,6 +24,7 @@ pub struct Clip {
 impl Clip {
     /// A freshly initialised model (parameters drawn from `seed`).
     pub fn new(config: ClipConfig, device: Device, dtype: DType, seed: u64) -> Result<Self> {
+        config.validate("clip config")?;
         let store = ParamStore::new(device, dtype, seed);
         let root = store.root();
         let p = config.projection_dim;

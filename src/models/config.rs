@@ -102,8 +102,12 @@ impl ClipTextConfig {
             pad_token_id: k.i64("pad_token_id", 1)?,
             bos_token_id: k.i64("bos_token_id", 49406)?,
         };
-        check_heads(c.hidden_size, c.num_attention_heads, &k.context)?;
+        c.validate(&k.context)?;
         Ok(c)
+    }
+
+    fn validate(&self, context: &str) -> Result<()> {
+        check_heads(self.hidden_size, self.num_attention_heads, context)
     }
 
     fn to_json(&self) -> Value {
@@ -134,14 +138,19 @@ impl ClipVisionConfig {
             hidden_act: k.act("hidden_act", "quick_gelu")?,
             layer_norm_eps: k.f64("layer_norm_eps", 1e-5)?,
         };
-        check_heads(c.hidden_size, c.num_attention_heads, &k.context)?;
-        if c.patch_size == 0 || !c.image_size.is_multiple_of(c.patch_size) {
+        c.validate(&k.context)?;
+        Ok(c)
+    }
+
+    fn validate(&self, context: &str) -> Result<()> {
+        check_heads(self.hidden_size, self.num_attention_heads, context)?;
+        if self.patch_size == 0 || !self.image_size.is_multiple_of(self.patch_size) {
             return Err(Error::msg(format!(
-                "{}: image_size {} is not a multiple of patch_size {}",
-                k.context, c.image_size, c.patch_size
+                "{context}: image_size {} is not a multiple of patch_size {}",
+                self.image_size, self.patch_size
             )));
         }
-        Ok(c)
+        Ok(())
     }
 
     fn to_json(&self) -> Value {
@@ -186,6 +195,13 @@ impl ClipConfig {
             projection_dim: k.usize("projection_dim", 512)?,
             logit_scale_init_value: k.f64("logit_scale_init_value", 2.6592)?,
         })
+    }
+
+    /// Checks what the models rely on (heads divide the width, patches tile the image), for
+    /// configs built in code; `from_json` checks every config it reads.
+    pub fn validate(&self, context: &str) -> Result<()> {
+        self.text.validate(&format!("{context} text_config"))?;
+        self.vision.validate(&format!("{context} vision_config"))
     }
 
     /// Reads `dir/config.json`.
