@@ -6,7 +6,7 @@
 # It builds nothing itself. Bundle contents:
 #     vlk.gz        target/release/vlk, debug info stripped, gzipped
 #     emu.gz        newest target/release/deps/emu-* (tests/emu.rs; honours VLK_TEST_DEVICE=cuda), likewise
-#     torch_kernels_bench.py, gpu-check.sh, README.txt
+#     torch_bench.py, gpu-check.sh, README.txt
 # The binaries travel gzipped (the embedded cubins make them ~65 MB stripped, ~12 MB gzipped);
 # gpu-check.sh unpacks them into a temporary folder there.
 # Fails if dist/gpu exceeds 60 MiB (the device tool carries 64 MiB in all).
@@ -27,7 +27,7 @@ emu_src="$(find target/release/deps -maxdepth 1 -type f -name 'emu-*' ! -name '*
              -printf '%T@ %p\n' 2>/dev/null | sort -n | tail -n 1 | cut -d' ' -f2-)"
 [ -n "$emu_src" ] || die "missing target/release/deps/emu-*: run \`cargo test --release --no-run --test emu\` first"
 
-for f in scripts/torch_kernels_bench.py scripts/gpu-check.sh; do
+for f in scripts/torch_bench.py scripts/gpu-check.sh; do
   [ -f "$f" ] || die "missing $f"
 done
 command -v gzip >/dev/null || die "gzip not found"
@@ -41,8 +41,8 @@ newer_tests="$(find tests src kernels -newer "$emu_src" -type f 2>/dev/null | he
 [ -z "$newer_tests" ] || echo "gpu-bundle: WARNING: sources newer than $emu_src (rerun cargo test --release --no-run --test emu?): $newer_tests" >&2
 grep -q VLK_TEST_DEVICE "$emu_src" \
   || echo "gpu-bundle: WARNING: $emu_src does not mention VLK_TEST_DEVICE: its tests may run on the emulator only" >&2
-grep -q bench-kernels "$vlk_src" \
-  || echo "gpu-bundle: WARNING: $vlk_src does not mention bench-kernels: the vlk timings will be missing" >&2
+grep -q torch_bench.py "$vlk_src" \
+  || echo "gpu-bundle: WARNING: $vlk_src does not mention torch_bench.py: it predates vlk bench --vs torch" >&2
 
 case "$bundle" in dist/gpu) rm -rf -- "$bundle" ;; *) die "unexpected bundle path $bundle" ;; esac
 mkdir -p "$bundle"
@@ -62,7 +62,7 @@ pack() {  # pack SRC NAME: strip debug info, gzip into $bundle/NAME.gz
 echo "gpu-bundle: packing into $bundle/"
 pack "$vlk_src" vlk
 pack "$emu_src" emu
-cp scripts/torch_kernels_bench.py scripts/gpu-check.sh "$bundle/"
+cp scripts/torch_bench.py scripts/gpu-check.sh "$bundle/"
 
 commit="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 dirty="$(git status --porcelain --untracked-files=no 2>/dev/null | head -n 1)"
@@ -74,7 +74,7 @@ Contents:
   vlk.gz                  target/release/vlk (debug info stripped, gzipped)
   emu.gz                  $emu_src: the tests of tests/emu.rs; with VLK_TEST_DEVICE=cuda
                           they check the kernels on the GPU against the CPU backend
-  torch_kernels_bench.py  the same workloads timed in PyTorch (eager, torch.compile, cuBLAS)
+  torch_bench.py          the PyTorch side of vlk bench --vs torch (eager, torch.compile, cuBLAS)
   gpu-check.sh            runs everything below on the GPU machine
   README.txt              this file
 
@@ -83,11 +83,9 @@ The one command (device tool, from the repo root; dist/gpu is git-ignored so car
 
 gpu-check.sh prints nvidia-smi -L and the driver, unpacks the binaries into a temp folder, runs
   VLK_TEST_DEVICE=cuda ./emu                          -> \$OUT/device_tests.log
-  ./vlk bench-kernels --device cuda --json            -> \$OUT/vlk.json   (stderr: \$OUT/vlk.log)
-  python3 torch_kernels_bench.py --json --out FILE    -> \$OUT/torch.json (stderr: \$OUT/torch.log)
-merges them into \$OUT/results.json, prints a table (also \$OUT/results.txt) and a SUMMARY line;
-exits non-zero if the device tests failed. Each step runs even if an earlier one failed.
-Time limits (seconds, environment): GPU_TEST_TIMEOUT=150 VLK_BENCH_TIMEOUT=120 TORCH_BENCH_TIMEOUT=180.
+  ./vlk bench --device cuda --vs torch --out FILE    -> \$OUT/bench.json, table \$OUT/bench.txt
+and prints a SUMMARY line; exits non-zero if the device tests failed. Each step runs even if an
+earlier one failed. Time limits (seconds, environment): GPU_TEST_TIMEOUT=150 BENCH_TIMEOUT=330.
 EOF
 
 size="$(du -sb "$bundle" | cut -f1)"

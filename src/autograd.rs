@@ -5,7 +5,7 @@
 //! gradients of the variables in a [`Grads`] map; it never touches the parameters themselves.
 
 use crate::tensor::TensorId;
-use crate::{Error, Result, Tensor};
+use crate::{profile, Error, Result, Tensor};
 use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
 
@@ -149,6 +149,7 @@ impl Tensor {
                 "backward: the tensor does not depend on any variable (was it computed under no_grad or from detached values?)",
             ));
         }
+        let _profile = profile::scope("backward");
         let _guard = NoGradGuard::new();
         let order = topological_order(self);
         let mut pending: HashMap<TensorId, Tensor> = HashMap::new();
@@ -162,7 +163,10 @@ impl Tensor {
                 }
                 continue;
             };
-            let input_grads = (node.backward)(&grad)?;
+            let input_grads = {
+                let _profile = profile::backward(node.op, &node.inputs);
+                (node.backward)(&grad)?
+            };
             if input_grads.len() != node.inputs.len() {
                 return Err(Error::msg(format!(
                     "backward of {}: {} gradients for {} inputs",

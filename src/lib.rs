@@ -3,7 +3,8 @@
 //! Layers, bottom up: [`backend`] (device memory and primitive ops: the CPU backend here, the GPU
 //! backend over hand-written CUDA kernels), [`Tensor`] (views over storage), [`ops`] (the tensor
 //! API, each op with its backward), [`autograd`] (the backward walk), [`nn`] and [`optim`]
-//! (layers, parameter store, optimisers), [`io`] (checkpoints).
+//! (layers, parameter store, optimisers), [`io`] (checkpoints), [`profile`] (a per-op profiler
+//! writing Chrome traces).
 
 pub mod autograd;
 pub mod backend;
@@ -17,6 +18,7 @@ pub mod models;
 pub mod nn;
 pub mod ops;
 pub mod optim;
+pub mod profile;
 mod rng;
 mod tensor;
 pub mod train;

@@ -3,10 +3,15 @@
 mod cli;
 
 use clap::{Parser, Subcommand};
+use std::path::PathBuf;
 
 #[derive(Parser)]
 #[command(name = "vlk", version, about = "GPU kernel framework for vision-language models")]
 struct Cli {
+    /// Record every op and kernel launch; at exit write a Chrome trace to FILE (open it in
+    /// https://ui.perfetto.dev) and print the time by op. VLK_PROFILE=FILE does the same.
+    #[arg(long, global = true, value_name = "FILE")]
+    profile: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -18,8 +23,8 @@ enum Command {
     Clip(cli::clip::ClipCommand),
     /// Trains a small model from scratch on generated data and shows that it learned.
     Demo(cli::demo::DemoArgs),
-    /// Times the kernel workloads that scripts/torch_kernels_bench.py times in PyTorch.
-    BenchKernels(cli::bench_kernels::BenchKernelsArgs),
+    /// Times named workloads (kernels, CLIP towers, training steps), optionally beside PyTorch.
+    Bench(cli::bench::BenchArgs),
     /// Measures this CPU's FMA peak and memory bandwidth (the ceilings kernels are reported against).
     Ceilings(cli::ceilings::CeilingsArgs),
     /// Lists the compiled kernels with their register, shared-memory and spill report.
@@ -29,14 +34,18 @@ enum Command {
 fn main() {
     cli::signals::restore_sigpipe();
     let cli = Cli::parse();
+    if let Some(path) = &cli.profile {
+        vlk::profile::enable(path);
+    }
     let result = match cli.command {
         Command::Demo(args) => cli::demo::run(args),
         Command::Clip(cmd) => cli::clip::run(cmd),
         Command::Kernels(args) => cli::kernels::run(args),
-        Command::BenchKernels(args) => cli::bench_kernels::run(args),
+        Command::Bench(args) => cli::bench::run(args),
         Command::Ceilings(args) => cli::ceilings::run(args),
     };
-    if let Err(e) = result {
+    let profiled = vlk::profile::finish();
+    if let Err(e) = result.and(profiled.map(drop)) {
         eprintln!("error: {e}");
         std::process::exit(1);
     }

@@ -4,7 +4,7 @@
 
 use crate::autograd::{self, Node};
 use crate::backend::{self, BackendStorage, CpuStorage, Storage};
-use crate::{DType, Device, Error, Layout, Result, Rng, WithDType};
+use crate::{profile, DType, Device, Error, Layout, Result, Rng, WithDType};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -146,6 +146,7 @@ impl Tensor {
                 format!("{} elements do not fill shape {shape:?}", data.len()),
             ));
         }
+        let _profile = profile::upload(shape, data.dtype(), device);
         let storage = backend::for_device(device)?.upload(data)?;
         Ok(Tensor::from_storage(storage, shape))
     }
@@ -230,6 +231,7 @@ impl Tensor {
 
     /// A fresh contiguous copy that shares nothing with self (and is not recorded).
     pub fn contiguous_copy(&self) -> Result<Tensor> {
+        let _profile = profile::op("contiguous_copy", [self]);
         let storage = self.storage().copy_strided(self.layout())?;
         Ok(Tensor::from_storage(storage, self.dims()))
     }
@@ -237,6 +239,7 @@ impl Tensor {
     // ---- moving data out ----
 
     pub fn to_cpu_storage(&self) -> Result<CpuStorage> {
+        let _profile = profile::op("to_host", [self]);
         self.storage().to_cpu(self.layout())
     }
 
@@ -281,6 +284,7 @@ impl Tensor {
         if device == self.device() {
             return Ok(self.clone());
         }
+        let _profile = profile::op("to_device", [self]);
         let host = self.to_cpu_storage()?;
         Tensor::from_cpu_storage(host, self.dims(), device)
     }
@@ -300,6 +304,7 @@ impl Tensor {
 
     /// Overwrites the values of self with those of `src` (same shape; converted to self's dtype).
     pub fn assign(&self, src: &Tensor) -> Result<()> {
+        let _profile = profile::op("assign", [self, src]);
         if src.dims() != self.dims() {
             return Err(Error::shape(
                 "assign",

@@ -46,6 +46,31 @@ pub enum UnaryOp {
     Powf(f64),
 }
 
+impl UnaryOp {
+    /// The op's name in traces and autograd errors.
+    pub fn name(self) -> &'static str {
+        match self {
+            UnaryOp::Neg => "neg",
+            UnaryOp::Exp => "exp",
+            UnaryOp::Log => "log",
+            UnaryOp::Sqrt => "sqrt",
+            UnaryOp::Rsqrt => "rsqrt",
+            UnaryOp::Tanh => "tanh",
+            UnaryOp::Sigmoid => "sigmoid",
+            UnaryOp::Relu => "relu",
+            UnaryOp::Abs => "abs",
+            UnaryOp::Sqr => "sqr",
+            UnaryOp::Recip => "recip",
+            UnaryOp::Gelu => "gelu",
+            UnaryOp::GeluTanh => "gelu_tanh",
+            UnaryOp::QuickGelu => "quick_gelu",
+            UnaryOp::Silu => "silu",
+            UnaryOp::Affine { .. } => "affine",
+            UnaryOp::Powf(_) => "powf",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BinaryOp {
     Add,
@@ -54,6 +79,20 @@ pub enum BinaryOp {
     Div,
     Maximum,
     Minimum,
+}
+
+impl BinaryOp {
+    /// The op's name in traces and autograd errors.
+    pub fn name(self) -> &'static str {
+        match self {
+            BinaryOp::Add => "add",
+            BinaryOp::Sub => "sub",
+            BinaryOp::Mul => "mul",
+            BinaryOp::Div => "div",
+            BinaryOp::Maximum => "maximum",
+            BinaryOp::Minimum => "minimum",
+        }
+    }
 }
 
 /// Comparisons produce 1 or 0 in the dtype of the operands.
@@ -72,6 +111,17 @@ pub enum ReduceOp {
     Sum,
     Max,
     Min,
+}
+
+impl ReduceOp {
+    /// The op's name in traces and autograd errors.
+    pub fn name(self) -> &'static str {
+        match self {
+            ReduceOp::Sum => "sum",
+            ReduceOp::Max => "max",
+            ReduceOp::Min => "min",
+        }
+    }
 }
 
 /// Scaled-dot-product attention parameters. q: [B, H, Sq, D], k and v: [B, H, Sk, D] with the
@@ -311,7 +361,10 @@ pub trait BackendStorage: Send + Sync + std::fmt::Debug {
 /// The backend that owns memory on `device`.
 pub fn for_device(device: Device) -> Result<&'static dyn Backend> {
     match device {
-        Device::Cpu => Ok(&cpu::CpuBackend),
+        Device::Cpu => {
+            cpu::keep_freed_buffers();
+            Ok(&cpu::CpuBackend)
+        }
         Device::Emu | Device::Cuda(_) => Ok(gpu::backend(device)?),
     }
 }

@@ -106,10 +106,21 @@ fn fma_rate(threads: usize) -> (f64, &'static str) {
     (parts.iter().map(|p| p.0).sum::<f64>() / secs / 1e9, parts[0].1)
 }
 
-pub fn run(args: CeilingsArgs) -> Result<()> {
+/// This machine's measured ceilings (medians).
+pub struct Ceilings {
+    pub isa: &'static str,
+    pub threads: usize,
+    pub fma_gflops_one_thread: f64,
+    pub fma_gflops: f64,
+    pub read_gbps: f64,
+    pub copy_gbps: f64,
+}
+
+/// Measures the ceilings, each the median of `runs` runs.
+pub fn measure(runs: usize) -> Ceilings {
     let threads = rayon::current_num_threads();
     let mut isa = "";
-    let one: Vec<f64> = (0..RUNS)
+    let one: Vec<f64> = (0..runs)
         .map(|_| {
             let (r, i) = rayon::ThreadPoolBuilder::new()
                 .num_threads(1)
@@ -120,12 +131,12 @@ pub fn run(args: CeilingsArgs) -> Result<()> {
             r
         })
         .collect();
-    let all: Vec<f64> = (0..RUNS).map(|_| fma_rate(threads).0).collect();
+    let all: Vec<f64> = (0..runs).map(|_| fma_rate(threads).0).collect();
     let n = BUFFER_BYTES / 4;
     let src: Vec<f32> = (0..n).into_par_iter().map(|i| (i % 251) as f32).collect();
     let mut dst = vec![0f32; n];
     let chunk = n.div_ceil(threads);
-    let read: Vec<f64> = (0..RUNS)
+    let read: Vec<f64> = (0..runs)
         .map(|_| {
             let start = Instant::now();
             let sum: f32 = src.par_chunks(chunk).map(sum_lanes).sum();
@@ -133,7 +144,7 @@ pub fn run(args: CeilingsArgs) -> Result<()> {
             BUFFER_BYTES as f64 / start.elapsed().as_secs_f64() / 1e9
         })
         .collect();
-    let copy: Vec<f64> = (0..RUNS)
+    let copy: Vec<f64> = (0..runs)
         .map(|_| {
             let start = Instant::now();
             dst.par_chunks_mut(chunk)
@@ -143,16 +154,37 @@ pub fn run(args: CeilingsArgs) -> Result<()> {
             2.0 * BUFFER_BYTES as f64 / start.elapsed().as_secs_f64() / 1e9
         })
         .collect();
-    let (one, all, read, copy) = (median(one), median(all), median(read), median(copy));
+    Ceilings {
+        isa,
+        threads,
+        fma_gflops_one_thread: median(one),
+        fma_gflops: median(all),
+        read_gbps: median(read),
+        copy_gbps: median(copy),
+    }
+}
+
+impl Ceilings {
+    pub fn to_json(&self) -> serde_json::Value {
+        json!({"isa": self.isa, "threads": self.threads, "fma_gflops_one_thread": self.fma_gflops_one_thread,
+               "fma_gflops_all_threads": self.fma_gflops, "read_gb_per_s": self.read_gbps, "copy_gb_per_s": self.copy_gbps})
+    }
+}
+
+pub fn run(args: CeilingsArgs) -> Result<()> {
+    let c = measure(RUNS);
     if args.json {
-        println!(
-            "{}",
-            json!({"isa": isa, "threads": threads, "fma_gflops_one_thread": one, "fma_gflops_all_threads": all,
-                   "read_gb_per_s": read, "copy_gb_per_s": copy})
-        );
+        println!("{}", c.to_json());
         return Ok(());
     }
-    println!("FMA peak ({isa}): {one:.0} GFLOP/s on one thread, {all:.0} GFLOP/s on {threads}");
-    println!("memory: read {read:.1} GB/s, copy {copy:.1} GB/s (read + written bytes), 512 MiB buffers");
+    let (isa, threads) = (c.isa, c.threads);
+    println!(
+        "FMA peak ({isa}): {:.0} GFLOP/s on one thread, {:.0} GFLOP/s on {threads}",
+        c.fma_gflops_one_thread, c.fma_gflops
+    );
+    println!(
+        "memory: read {:.1} GB/s, copy {:.1} GB/s (read + written bytes), 512 MiB buffers",
+        c.read_gbps, c.copy_gbps
+    );
     Ok(())
 }

@@ -1,6 +1,6 @@
 //! Subcommands of the `vlk` binary, one file each.
 
-pub mod bench_kernels;
+pub mod bench;
 pub mod ceilings;
 pub mod clip;
 pub mod clip_train;

@@ -165,6 +165,35 @@ impl ClipVisionConfig {
     pub fn num_patches(&self) -> usize {
         (self.image_size / self.patch_size).pow(2)
     }
+
+    /// Multiply-add FLOPs (2 per MAC) of one image through the tower, up to the pooled token:
+    /// patch embedding plus the encoder (projections, MLP and attention over patches + 1 tokens).
+    pub fn forward_flops(&self) -> f64 {
+        let patches = self.num_patches() as f64;
+        let patch_in = (self.num_channels * self.patch_size * self.patch_size) as f64;
+        2.0 * patches * patch_in * self.hidden_size as f64
+            + encoder_flops(
+                self.num_hidden_layers,
+                self.hidden_size,
+                self.intermediate_size,
+                self.num_patches() + 1,
+            )
+    }
+}
+
+impl ClipTextConfig {
+    /// Multiply-add FLOPs of one sequence of `tokens` through the encoder (the attention counted
+    /// in full, as if not causal).
+    pub fn forward_flops(&self, tokens: usize) -> f64 {
+        encoder_flops(self.num_hidden_layers, self.hidden_size, self.intermediate_size, tokens)
+    }
+}
+
+/// FLOPs of a pre-LN encoder on one sequence: per layer the q/k/v/out projections (4 d^2 MACs a
+/// token), the MLP (2 d ff) and attention's two s x s x d products.
+fn encoder_flops(layers: usize, d: usize, ff: usize, s: usize) -> f64 {
+    let (d, ff, s) = (d as f64, ff as f64, s as f64);
+    layers as f64 * (2.0 * s * (4.0 * d * d + 2.0 * d * ff) + 4.0 * s * s * d)
 }
 
 fn check_heads(hidden: usize, heads: usize, context: &str) -> Result<()> {

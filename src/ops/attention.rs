@@ -3,7 +3,7 @@
 
 use super::{same_device, same_device_dtype};
 use crate::backend::AttentionParams;
-use crate::{Error, Result, Tensor};
+use crate::{profile, Error, Result, Tensor};
 
 /// Options of [`Tensor::attention`].
 #[derive(Debug, Clone, Copy, Default)]
@@ -19,6 +19,7 @@ pub struct AttentionOptions<'a> {
 impl Tensor {
     /// softmax(q k^T * scale + masks) v for q [B, H, Sq, D], k and v [B, H, Sk, D].
     pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, opts: AttentionOptions) -> Result<Tensor> {
+        let _profile = profile::op("attention", [q, k, v]);
         same_device_dtype("attention", &[q, k, v])?;
         if q.rank() != 4 || k.rank() != 4 || v.rank() != 4 {
             return Err(Error::shape(

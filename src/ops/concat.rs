@@ -1,10 +1,11 @@
 //! Concatenation along a dim, and stacking along a new one.
 
 use super::same_device_dtype;
-use crate::{Error, Result, Tensor};
+use crate::{profile, Error, Result, Tensor};
 
 impl Tensor {
     pub fn concat(ts: &[&Tensor], dim: usize) -> Result<Tensor> {
+        let _profile = profile::op("concat", ts.iter().copied());
         let Some(first) = ts.first() else {
             return Err(Error::shape("concat", "no tensors to concatenate"));
         };

@@ -3,7 +3,7 @@
 
 use super::same_device_dtype;
 use crate::backend::DenoiseParams;
-use crate::{Error, Result, Tensor};
+use crate::{profile, Error, Result, Tensor};
 
 impl Tensor {
     /// x_{t-1} from x_t and the denoiser's conditional (and optionally unconditional) outputs,
@@ -18,6 +18,7 @@ impl Tensor {
         let mut operands = vec![x_t, cond];
         operands.extend(uncond);
         operands.extend(noise);
+        let _profile = profile::op("denoise_step", operands.iter().copied());
         same_device_dtype("denoise_step", &operands)?;
         if let Some(bad) = operands.iter().find(|t| t.dims() != x_t.dims()) {
             return Err(Error::shape(

@@ -3,7 +3,7 @@
 
 use super::{same_device, same_device_dtype};
 use crate::backend::{BinaryOp, CmpOp, UnaryOp};
-use crate::{layout::broadcast_shape, Error, Result, Rng, Tensor};
+use crate::{layout::broadcast_shape, profile, Error, Result, Rng, Tensor};
 
 impl Tensor {
     fn float_check(&self, op: &'static str) -> Result<()> {
@@ -14,10 +14,11 @@ impl Tensor {
     }
 
     pub fn unary(&self, op: UnaryOp) -> Result<Tensor> {
+        let _profile = profile::op(op.name(), [self]);
         self.float_check("unary")?;
         let out = Tensor::from_storage(self.storage().unary(self.layout(), op)?, self.dims());
         let x = self.clone();
-        Ok(out.record("unary", &[self], move |g| {
+        Ok(out.record(op.name(), &[self], move |g| {
             let dx = x.storage().unary_backward(x.layout(), &**g.storage(), g.layout(), op)?;
             Ok(vec![Some(Tensor::from_storage(dx, x.dims()))])
         }))
@@ -96,6 +97,7 @@ impl Tensor {
 
     /// A broadcasting binary op; gradients are summed back to each operand's shape.
     pub fn binary(&self, rhs: &Tensor, op: BinaryOp) -> Result<Tensor> {
+        let _profile = profile::op(op.name(), [self, rhs]);
         same_device_dtype("binary", &[self, rhs])?;
         self.float_check("binary")?;
         let shape = broadcast_shape("binary", self.dims(), rhs.dims())?;
@@ -103,7 +105,7 @@ impl Tensor {
         let storage = self.storage().binary(&la, &**rhs.storage(), &lb, op)?;
         let out = Tensor::from_storage(storage, &shape);
         let (a, b) = (self.clone(), rhs.clone());
-        Ok(out.record("binary", &[self, rhs], move |g| {
+        Ok(out.record(op.name(), &[self, rhs], move |g| {
             let (ga, gb) = match op {
                 BinaryOp::Add => (g.clone(), g.clone()),
                 BinaryOp::Sub => (g.clone(), g.neg()?),
@@ -143,6 +145,7 @@ impl Tensor {
 
     /// 1 where the comparison holds, else 0 (same dtype; not differentiable).
     pub fn cmp(&self, rhs: &Tensor, op: CmpOp) -> Result<Tensor> {
+        let _profile = profile::op("cmp", [self, rhs]);
         same_device_dtype("cmp", &[self, rhs])?;
         let shape = broadcast_shape("cmp", self.dims(), rhs.dims())?;
         let (la, lb) = (self.broadcast_layout(&shape)?, rhs.broadcast_layout(&shape)?);
@@ -152,6 +155,7 @@ impl Tensor {
 
     /// Elementwise `cond != 0 ? on_true : on_false`, all three broadcast together.
     pub fn where_cond(cond: &Tensor, on_true: &Tensor, on_false: &Tensor) -> Result<Tensor> {
+        let _profile = profile::op("where", [cond, on_true, on_false]);
         same_device_dtype("where", &[on_true, on_false])?;
         same_device("where", &[cond, on_true])?;
         let shape = broadcast_shape("where", &broadcast_shape("where", cond.dims(), on_true.dims())?, on_false.dims())?;

@@ -1,12 +1,13 @@
 //! Gathering by integer ids (index_select, embedding lookup); the backward scatter-adds.
 
 use super::same_device;
-use crate::{Error, Result, Tensor};
+use crate::{profile, Error, Result, Tensor};
 
 impl Tensor {
     /// Slices of self along `dim` at `ids` (any shape of i64/u32 ids); `dim` is replaced by the
     /// ids' shape.
     pub fn index_select(&self, ids: &Tensor, dim: usize) -> Result<Tensor> {
+        let _profile = profile::op("index_select", [self, ids]);
         same_device("index_select", &[self, ids])?;
         if dim >= self.rank() {
             return Err(Error::shape(

@@ -2,10 +2,11 @@
 //! backward computes dx, dgamma and dbeta in one backend call.
 
 use super::same_device_dtype;
-use crate::{Result, Tensor};
+use crate::{profile, Result, Tensor};
 
 impl Tensor {
     pub fn layer_norm(&self, gamma: &Tensor, beta: &Tensor, eps: f64) -> Result<Tensor> {
+        let _profile = profile::op("layer_norm", [self, gamma, beta]);
         same_device_dtype("layer_norm", &[self, gamma, beta])?;
         let (gamma, beta) = (gamma.contiguous()?, beta.contiguous()?);
         let (y, mean, rstd) = self

@@ -2,11 +2,12 @@
 //! (dA = dC B^T, dB = A^T dC, each summed over the batch dims its operand was broadcast on).
 
 use super::same_device_dtype;
-use crate::{layout::broadcast_shape, Error, Result, Tensor};
+use crate::{layout::broadcast_shape, profile, Error, Result, Tensor};
 
 impl Tensor {
     /// [.., m, k] x [.., k, n] -> [.., m, n]. Transposed views are read in place.
     pub fn matmul(&self, rhs: &Tensor) -> Result<Tensor> {
+        let _profile = profile::op("matmul", [self, rhs]);
         same_device_dtype("matmul", &[self, rhs])?;
         let (ra, rb) = (self.rank(), rhs.rank());
         if ra < 2 || rb < 2 || self.dims()[ra - 1] != rhs.dims()[rb - 2] {

@@ -2,10 +2,11 @@
 //! (channel, dy, dx) like a conv weight [D, C, P, P] flattened. With a matmul it is the ViT
 //! patch embedding (a conv with stride = kernel = P). One strided copy each way.
 
-use crate::{Error, Result, Tensor};
+use crate::{profile, Error, Result, Tensor};
 
 impl Tensor {
     pub fn patchify(&self, patch: usize) -> Result<Tensor> {
+        let _profile = profile::op("patchify", [self]);
         let &[b, c, h, w] = self.dims() else {
             return Err(Error::shape("patchify", format!("expected [B, C, H, W], got {:?}", self.dims())));
         };
@@ -28,6 +29,7 @@ impl Tensor {
 
     /// The inverse of patchify: [B, N, C*P*P] back to [B, C, H, W].
     pub fn unpatchify(&self, patch: usize, c: usize, h: usize, w: usize) -> Result<Tensor> {
+        let _profile = profile::op("unpatchify", [self]);
         let (gh, gw) = (h / patch.max(1), w / patch.max(1));
         let &[b, n, e] = self.dims() else {
             return Err(Error::shape("unpatchify", format!("expected [B, N, C*P*P], got {:?}", self.dims())));

@@ -2,10 +2,11 @@
 
 use super::axis;
 use crate::backend::{CmpOp, ReduceOp};
-use crate::{Error, Result, Tensor};
+use crate::{profile, Error, Result, Tensor};
 
 impl Tensor {
     fn reduce(&self, op: ReduceOp, ax: isize, keepdim: bool) -> Result<Tensor> {
+        let _profile = profile::op(op.name(), [self]);
         if !self.dtype().is_float() {
             return Err(Error::dtype("reduce", format!("needs a float tensor, got {}", self.dtype())));
         }
@@ -16,7 +17,7 @@ impl Tensor {
         let x = self.clone();
         let kept_shape = kept.clone();
         let out_for_grad = out.clone();
-        let out = out.record("reduce", &[self], move |g| {
+        let out = out.record(op.name(), &[self], move |g| {
             let g = g.reshape(&kept_shape)?;
             let dx = match op {
                 ReduceOp::Sum => g.broadcast_as(x.dims())?,
@@ -65,6 +66,7 @@ impl Tensor {
 
     /// x / max(||x||, eps) over the last dim.
     pub fn l2_normalize(&self, eps: f64) -> Result<Tensor> {
+        let _profile = profile::op("l2_normalize", [self]);
         let norm = self.sqr()?.sum(-1, true)?.sqrt()?;
         let floor = Tensor::full(eps, &[], self.dtype(), self.device())?;
         self.div(&norm.maximum(&floor)?)

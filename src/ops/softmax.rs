@@ -2,13 +2,15 @@
 //! targets and an ignore index.
 
 use super::same_device;
-use crate::{Error, Result, Tensor};
+use crate::{profile, Error, Result, Tensor};
 
 impl Tensor {
     fn softmax_impl(&self, log: bool) -> Result<Tensor> {
+        let name = if log { "log_softmax" } else { "softmax" };
+        let _profile = profile::op(name, [self]);
         let y = Tensor::from_storage(self.storage().softmax(self.layout(), log)?, self.dims());
         let y_saved = y.clone();
-        Ok(y.record(if log { "log_softmax" } else { "softmax" }, &[self], move |g| {
+        Ok(y.record(name, &[self], move |g| {
             let dx = y_saved
                 .storage()
                 .softmax_backward(y_saved.layout(), &**g.storage(), g.layout(), log)?;
@@ -29,6 +31,7 @@ impl Tensor {
     /// Per-row cross-entropy of logits [.., C] against integer targets [..] in one fused op;
     /// rows whose target is `ignore_index` have loss 0 and no gradient.
     pub fn cross_entropy_per_row(&self, targets: &Tensor, ignore_index: i64) -> Result<Tensor> {
+        let _profile = profile::op("cross_entropy", [self, targets]);
         same_device("cross_entropy", &[self, targets])?;
         let rank = self.rank();
         if rank == 0 || targets.dims() != &self.dims()[..rank - 1] {

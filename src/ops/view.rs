@@ -2,7 +2,7 @@
 //! contiguous, dtype casts, and sum_to (the adjoint of broadcasting).
 
 use super::axis;
-use crate::{layout::broadcast_shape, Error, Layout, Result, Tensor};
+use crate::{layout::broadcast_shape, profile, Error, Layout, Result, Tensor};
 
 impl Tensor {
     /// Same elements, new shape. One dim may be given as `usize::MAX` to be inferred. Copies
@@ -156,6 +156,7 @@ impl Tensor {
         if dtype == self.dtype() {
             return Ok(self.clone());
         }
+        let _profile = profile::op("to_dtype", [self]);
         let storage = self.storage().cast(self.layout(), dtype)?;
         let from = self.dtype();
         let out = Tensor::from_storage(storage, self.dims());

@@ -2,7 +2,7 @@
 //! backend step per parameter.
 
 use crate::backend::AdamWStep;
-use crate::{Error, Grads, Result, Tensor};
+use crate::{profile, Error, Grads, Result, Tensor};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AdamWConfig {
@@ -88,8 +88,10 @@ impl AdamW {
     /// [`AdamW::step`] with each parameter's learning rate multiplied by `lr_scale(name)`
     /// (parameter groups: say, a tower warming up after being held fixed).
     pub fn step_scaled(&mut self, grads: &Grads, lr: f64, grad_scale: f64, lr_scale: impl Fn(&str) -> f64) -> Result<()> {
+        let _profile = profile::scope("adamw.step");
         for slot in &mut self.slots {
             let Some(g) = grads.get(&slot.param) else { continue };
+            let _profile = profile::op("adamw", [&slot.param, g]);
             if g.dims() != slot.param.dims() {
                 return Err(Error::shape(
                     "adamw",

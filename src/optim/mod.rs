@@ -9,10 +9,11 @@ pub use adamw::{AdamW, AdamWConfig, SlotState};
 pub use schedule::CosineSchedule;
 pub use sgd::Sgd;
 
-use crate::{Grads, Result, Tensor};
+use crate::{profile, Grads, Result, Tensor};
 
 /// The L2 norm of all gradients together.
 pub fn global_grad_norm(params: &[(String, Tensor)], grads: &Grads) -> Result<f64> {
+    let _profile = profile::scope("grad_norm");
     let mut total = 0.0;
     for (_, p) in params {
         if let Some(g) = grads.get(p) {

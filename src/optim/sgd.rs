@@ -1,6 +1,6 @@
 //! SGD with momentum (PyTorch's form: buf = momentum * buf + g; p -= lr * buf).
 
-use crate::{Grads, Result, Tensor};
+use crate::{profile, Grads, Result, Tensor};
 
 pub struct Sgd {
     params: Vec<(Tensor, Option<Tensor>)>,
@@ -18,6 +18,7 @@ impl Sgd {
     }
 
     pub fn step(&mut self, grads: &Grads) -> Result<()> {
+        let _profile = profile::scope("sgd.step");
         for (p, buf) in &mut self.params {
             let Some(g) = grads.get(p) else { continue };
             let update = match buf.take() {

@@ -161,6 +161,7 @@ impl ClipTrainer {
 
     /// One optimisation step on a batch: pixel values [B, 3, S, S] and B captions.
     pub fn train_step(&mut self, pixels: &Tensor, captions: &[&str]) -> Result<StepReport> {
+        let _profile = crate::profile::scope("clip.train_step");
         let device = pixels.device();
         let tokens = self
             .tokenizer

@@ -1,20 +1,31 @@
-//! Fused scaled-dot-product attention, flash style, on the CPU.
+//! Fused scaled-dot-product attention on the CPU, flash style on the GEMM micro-kernel.
 //!
-//! Forward: for each (batch, head, block of BR queries), stream key/value tiles of BC keys,
-//! keeping a running max and sum per query (online softmax), so at most one BR x BC tile of
-//! scores exists at a time; writes O and the row logsumexp. Backward (FlashAttention-2's order):
-//! per (batch, head), for each key tile, for each query block, recompute P = exp(S - lse) and
-//! accumulate dV += P^T dO, dS = P (dO V^T - rowsum(dO O)), dQ += dS K, dK += dS^T Q.
-//! FLOPs: forward 4*B*H*Sq*Sk*D, backward 10*B*H*Sq*Sk*D (before masking).
+//! Forward: for each (batch, head, block of QB queries) in parallel, S = Q_blk K^T (QB x keys) is
+//! computed by the packed GEMM (gemm_serial) into a per-thread workspace, scaled, masked and
+//! turned into softmax rows with the vectorised exp, and O_blk = P V by the GEMM again; the row
+//! logsumexp is kept for the backward. Only one QB-row strip of scores exists per thread, never
+//! the full score matrix. Backward (per batch and head, so dK and dV are private): for each query
+//! block, recompute P from the saved logsumexp, dP = dO_blk V^T, dS = P (dP - rowsum(dO O)),
+//! then dQ_blk += dS K, dK += dS^T Q_blk and dV += P^T dO_blk, all five products on the GEMM.
+//! FLOPs: forward 4*B*H*Sq*Sk*D, backward 10*B*H*Sq*Sk*D (before masking; causal blocks stop at
+//! the diagonal). Bytes: Q, K, V, O once each (K and V are re-read from cache per query block).
 
 use super::float::{accumulator, float_data, Float, FloatData, FloatOut};
+use super::gemm::{gemm_serial, workspace, MatRef};
+use super::vmath::exp_shifted_sum;
 use super::CpuStorage;
 use crate::backend::AttentionParams;
 use crate::{Error, Layout, Result};
 use rayon::prelude::*;
+use std::cell::RefCell;
 
-const BR: usize = 32;
-const BC: usize = 64;
+/// Query rows per block: the strip of scores a thread holds is QB x keys.
+const QB: usize = 64;
+
+thread_local! {
+    // Per-thread score and gradient strips (u64 words, aligned for f32 and f64).
+    static STRIPS: RefCell<(Vec<u64>, Vec<u64>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
 
 /// A [B, H, S, D] operand with a contiguous last dim.
 #[derive(Clone, Copy)]
@@ -30,6 +41,28 @@ impl<'a, T> Heads<'a, T> {
         let o = self.offset + b * self.strides[0] + h * self.strides[1] + i * self.strides[2];
         &self.data[o..o + d]
     }
+
+    /// Rows i0.. of head (b, h) as a matrix [rows, D].
+    fn rows_from(&self, b: usize, h: usize, i0: usize) -> MatRef<'a, T> {
+        MatRef {
+            data: self.data,
+            offset: self.offset + b * self.strides[0] + h * self.strides[1] + i0 * self.strides[2],
+            rs: self.strides[2],
+            cs: 1,
+        }
+    }
+
+    /// Head (b, h) transposed, [D, S]: as K^T or V^T in a product.
+    fn transposed(&self, b: usize, h: usize) -> MatRef<'a, T> {
+        let m = self.rows_from(b, h, 0);
+        MatRef { rs: 1, cs: m.rs, ..m }
+    }
+}
+
+/// A row-major [rows, cols] strip as a matrix, or transposed.
+fn strip<T>(data: &[T], cols: usize, transposed: bool) -> MatRef<'_, T> {
+    let (rs, cs) = if transposed { (1, cols) } else { (cols, 1) };
+    MatRef { data, offset: 0, rs, cs }
 }
 
 use crate::backend::{attention_dims, AttentionDims as Dims};
@@ -49,13 +82,6 @@ fn dot<T: Float>(a: &[T], b: &[T]) -> T {
         s += a[i] * b[i];
     }
     acc.iter().fold(s, |x, &y| x + y)
-}
-
-#[inline(always)]
-fn axpy<T: Float>(y: &mut [T], alpha: T, x: &[T]) {
-    for (y, &x) in y.iter_mut().zip(x) {
-        *y += alpha * x;
-    }
 }
 
 /// Which keys query i may see: causal bound and padding mask.
@@ -80,87 +106,58 @@ impl Visibility<'_> {
     }
 }
 
-fn forward_impl<T: Float>(q: Heads<T>, k: Heads<T>, v: Heads<T>, dims: Dims, vis: &Visibility, scale: T) -> (Vec<T>, Vec<T>) {
-    let Dims { b: nb, h: nh, sq, sk, d } = dims;
-    let mut out = vec![T::ZERO; nb * nh * sq * d];
-    let mut lse = vec![T::NEG_INFINITY; nb * nh * sq];
-    let blocks_per_head = sq.div_ceil(BR);
-    // Work items are (b, h, query block); each writes its own rows of out and lse.
-    let tasks: Vec<(usize, usize, usize)> = (0..nb * nh)
-        .flat_map(|bh| (0..blocks_per_head).map(move |qb| (bh / nh, bh % nh, qb)))
-        .collect();
-    let out_ptr = SendPtr(out.as_mut_ptr());
-    let lse_ptr = SendPtr(lse.as_mut_ptr());
-    tasks.into_par_iter().for_each(|(b, h, qb)| {
-        let i0 = qb * BR;
-        let rows = BR.min(sq - i0);
-        let mut m = [T::NEG_INFINITY; BR];
-        let mut l = [T::ZERO; BR];
-        let mut acc = vec![T::ZERO; BR * d];
-        let mut s = [T::ZERO; BC];
-        let key_end = vis.key_end(i0 + rows, sk);
-        for j0 in (0..key_end).step_by(BC) {
-            let cols = BC.min(key_end - j0);
-            for r in 0..rows {
-                let i = i0 + r;
-                let qi = q.row(b, h, i, d);
-                let mut tile_max = T::NEG_INFINITY;
-                for (c, sc) in s.iter_mut().enumerate().take(cols) {
-                    let j = j0 + c;
-                    *sc = if vis.sees(b, sk, i, j) {
-                        dot(qi, k.row(b, h, j, d)) * scale
-                    } else {
-                        T::NEG_INFINITY
-                    };
-                    tile_max = tile_max.max(*sc);
-                }
-                if tile_max == T::NEG_INFINITY {
-                    continue;
-                }
-                let new_m = m[r].max(tile_max);
-                let correction = (m[r] - new_m).exp();
-                l[r] *= correction;
-                let acc_r = &mut acc[r * d..(r + 1) * d];
-                acc_r.iter_mut().for_each(|a| *a *= correction);
-                for (c, &sc) in s.iter().enumerate().take(cols) {
-                    if sc == T::NEG_INFINITY {
-                        continue;
-                    }
-                    let p = (sc - new_m).exp();
-                    l[r] += p;
-                    axpy(acc_r, p, v.row(b, h, j0 + c, d));
-                }
-                m[r] = new_m;
-            }
+impl Visibility<'_> {
+    /// Scales a row of raw scores for query i and hides the keys it may not see (-inf).
+    /// Returns the row maximum (-inf when every key is hidden).
+    fn scale_and_mask<T: Float>(&self, row: &mut [T], b: usize, sk: usize, i: usize, scale: T) -> T {
+        let mut max = T::NEG_INFINITY;
+        for (j, x) in row.iter_mut().enumerate() {
+            *x = if self.sees(b, sk, i, j) { *x * scale } else { T::NEG_INFINITY };
+            max = max.max(*x);
         }
-        let base = (b * nh + h) * sq + i0;
-        for r in 0..rows {
-            // SAFETY: rows base..base+rows belong to this task alone.
-            unsafe {
-                let o = std::slice::from_raw_parts_mut(out_ptr.get().add((base + r) * d), d);
-                if l[r] > T::ZERO {
-                    let inv = T::ONE / l[r];
-                    for (o, &a) in o.iter_mut().zip(&acc[r * d..(r + 1) * d]) {
-                        *o = a * inv;
-                    }
-                    *lse_ptr.get().add(base + r) = m[r] + l[r].ln();
-                }
-            }
-        }
-    });
-    (out, lse)
+        max
+    }
 }
 
-#[derive(Clone, Copy)]
-struct SendPtr<T>(*mut T);
-unsafe impl<T> Send for SendPtr<T> {}
-unsafe impl<T> Sync for SendPtr<T> {}
-
-impl<T> SendPtr<T> {
-    /// Through a method, so closures capture the Send wrapper rather than the raw field.
-    fn get(&self) -> *mut T {
-        self.0
+fn forward_impl<T: Float>(q: Heads<T>, k: Heads<T>, v: Heads<T>, dims: Dims, vis: &Visibility, scale: T) -> (Vec<T>, Vec<T>) {
+    let Dims { b: nb, h: nh, sq, sk, d } = dims;
+    let mut out = accumulator(nb * nh * sq * d);
+    let mut lse = vec![T::NEG_INFINITY; nb * nh * sq];
+    if sq == 0 || d == 0 {
+        return (out, lse);
     }
+    out.par_chunks_mut(sq * d)
+        .zip(lse.par_chunks_mut(sq))
+        .enumerate()
+        .for_each(|(bh, (out, lse))| {
+            let (b, h) = (bh / nh, bh % nh);
+            for (blk, (o, l)) in out.chunks_mut(QB * d).zip(lse.chunks_mut(QB)).enumerate() {
+                let (i0, rows) = (blk * QB, l.len());
+                let keys = vis.key_end(i0 + rows, sk);
+                if keys == 0 {
+                    continue;
+                }
+                STRIPS.with(|cell| {
+                    let mut strips = cell.borrow_mut();
+                    let p = workspace::<T>(&mut strips.0, rows * keys);
+                    p.fill(T::ZERO);
+                    gemm_serial(rows, keys, d, &q.rows_from(b, h, i0), &k.transposed(b, h), p, keys);
+                    for (r, row) in p.chunks_mut(keys).enumerate() {
+                        let max = vis.scale_and_mask(row, b, sk, i0 + r, scale);
+                        if max == T::NEG_INFINITY {
+                            row.fill(T::ZERO);
+                            continue;
+                        }
+                        let sum = exp_shifted_sum(row, max);
+                        let inv = T::ONE / sum;
+                        row.iter_mut().for_each(|x| *x *= inv);
+                        l[r] = max + sum.ln();
+                    }
+                    gemm_serial(rows, d, keys, &strip(p, keys, false), &v.rows_from(b, h, 0), o, d);
+                });
+            }
+        });
+    (out, lse)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -179,67 +176,54 @@ fn backward_impl<T: Float>(
     let mut dq = accumulator(nb * nh * sq * d);
     let mut dk = accumulator(nb * nh * sk * d);
     let mut dv = accumulator(nb * nh * sk * d);
-    let head_q = (sq * d).max(1);
-    let head_k = (sk * d).max(1);
-    dq.par_chunks_mut(head_q)
-        .zip(dk.par_chunks_mut(head_k).zip(dv.par_chunks_mut(head_k)))
+    if sq == 0 || sk == 0 || d == 0 {
+        return (dq, dk, dv);
+    }
+    dq.par_chunks_mut(sq * d)
+        .zip(dk.par_chunks_mut(sk * d).zip(dv.par_chunks_mut(sk * d)))
         .enumerate()
         .for_each(|(bh, (dq, (dk, dv)))| {
-            if sq == 0 || sk == 0 || d == 0 {
-                return;
-            }
             let (b, h) = (bh / nh, bh % nh);
             let lse = &lse[bh * sq..(bh + 1) * sq];
-            // D_i = rowsum(dO_i * O_i).
-            let delta: Vec<T> = (0..sq).map(|i| dot(dout.row(b, h, i, d), o.row(b, h, i, d))).collect();
-            let mut p = [T::ZERO; BR * BC];
-            for j0 in (0..sk).step_by(BC) {
-                let cols = BC.min(sk - j0);
-                for i0 in (0..sq).step_by(BR) {
-                    let rows = BR.min(sq - i0);
-                    if vis.key_end(i0 + rows, sk) <= j0 {
+            STRIPS.with(|cell| {
+                let mut strips = cell.borrow_mut();
+                let (p_buf, ds_buf) = &mut *strips;
+                for i0 in (0..sq).step_by(QB) {
+                    let rows = QB.min(sq - i0);
+                    let keys = vis.key_end(i0 + rows, sk);
+                    if keys == 0 {
                         continue;
                     }
-                    // P tile and dV.
-                    for r in 0..rows {
+                    // P from the saved logsumexp.
+                    let p = workspace::<T>(p_buf, rows * keys);
+                    p.fill(T::ZERO);
+                    gemm_serial(rows, keys, d, &q.rows_from(b, h, i0), &k.transposed(b, h), p, keys);
+                    for (r, row) in p.chunks_mut(keys).enumerate() {
+                        let l = lse[i0 + r];
+                        vis.scale_and_mask(row, b, sk, i0 + r, scale);
+                        if l == T::NEG_INFINITY {
+                            row.fill(T::ZERO);
+                        } else {
+                            exp_shifted_sum(row, l);
+                        }
+                    }
+                    // dS = P (dO V^T - rowsum(dO O)) * scale.
+                    let ds = workspace::<T>(ds_buf, rows * keys);
+                    ds.fill(T::ZERO);
+                    gemm_serial(rows, keys, d, &dout.rows_from(b, h, i0), &v.transposed(b, h), ds, keys);
+                    for (r, (ds_row, p_row)) in ds.chunks_mut(keys).zip(p.chunks(keys)).enumerate() {
                         let i = i0 + r;
-                        let qi = q.row(b, h, i, d);
-                        for c in 0..cols {
-                            let j = j0 + c;
-                            p[r * BC + c] = if lse[i] != T::NEG_INFINITY && vis.sees(b, sk, i, j) {
-                                (dot(qi, k.row(b, h, j, d)) * scale - lse[i]).exp()
-                            } else {
-                                T::ZERO
-                            };
+                        let delta = dot(dout.row(b, h, i, d), o.row(b, h, i, d));
+                        for (x, &pv) in ds_row.iter_mut().zip(p_row) {
+                            *x = pv * (*x - delta) * scale;
                         }
                     }
-                    for r in 0..rows {
-                        let doi = dout.row(b, h, i0 + r, d);
-                        for c in 0..cols {
-                            let pv = p[r * BC + c];
-                            if pv != T::ZERO {
-                                axpy(&mut dv[(j0 + c) * d..(j0 + c + 1) * d], pv, doi);
-                            }
-                        }
-                    }
-                    // dS = P (dP - D), then dQ and dK.
-                    for r in 0..rows {
-                        let i = i0 + r;
-                        let doi = dout.row(b, h, i, d);
-                        let qi = q.row(b, h, i, d);
-                        for c in 0..cols {
-                            let pv = p[r * BC + c];
-                            if pv == T::ZERO {
-                                continue;
-                            }
-                            let j = j0 + c;
-                            let ds = pv * (dot(doi, v.row(b, h, j, d)) - delta[i]) * scale;
-                            axpy(&mut dq[i * d..(i + 1) * d], ds, k.row(b, h, j, d));
-                            axpy(&mut dk[j * d..(j + 1) * d], ds, qi);
-                        }
-                    }
+                    let (ds, p) = (&*ds, &*p);
+                    gemm_serial(rows, d, keys, &strip(ds, keys, false), &k.rows_from(b, h, 0), &mut dq[i0 * d..], d);
+                    gemm_serial(keys, d, rows, &strip(ds, keys, true), &q.rows_from(b, h, i0), dk, d);
+                    gemm_serial(keys, d, rows, &strip(p, keys, true), &dout.rows_from(b, h, i0), dv, d);
                 }
-            }
+            });
         });
     (dq, dk, dv)
 }

@@ -138,6 +138,8 @@ thread_local! {
     // Reused packing buffers (u64 words, so f32 and f64 both fit aligned): no allocation per call.
     static PACKED_B: RefCell<Vec<u64>> = const { RefCell::new(Vec::new()) };
     static PACK_A: RefCell<Vec<u64>> = const { RefCell::new(Vec::new()) };
+    // gemm_serial's own pair, so a serial product inside a parallel one never shares a buffer.
+    static SERIAL_PACKS: RefCell<(Vec<u64>, Vec<u64>)> = const { RefCell::new((Vec::new(), Vec::new())) };
 }
 
 /// Packs `lines` (rows of A, or columns of B) over the k range `ks` into panels of `w`
@@ -220,7 +222,7 @@ impl<T> SendPtr<T> {
 }
 
 /// A reusable, 8-byte aligned buffer viewed as `len` elements of T (f32 or f64).
-fn workspace<T: Float>(buf: &mut Vec<u64>, len: usize) -> &mut [T] {
+pub fn workspace<T: Float>(buf: &mut Vec<u64>, len: usize) -> &mut [T] {
     let words = (len * std::mem::size_of::<T>()).div_ceil(8);
     if buf.len() < words {
         buf.resize(words, 0);
@@ -304,6 +306,49 @@ pub fn gemm_batched<T: Float>(m: usize, n: usize, k: usize, a: &[MatRef<T>], b: 
                         tasks.into_par_iter().for_each(run);
                     } else {
                         tasks.into_iter().for_each(run);
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// C (row stride `ldc`) += A B, m x n x k, on the calling thread: the blocked loop of
+/// `gemm_batched` without its parallel split, for small products that a caller already runs in
+/// parallel (attention's per-head blocks).
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_serial<T: Float>(m: usize, n: usize, k: usize, a: &MatRef<T>, b: &MatRef<T>, c: &mut [T], ldc: usize) {
+    if m == 0 || n == 0 || k == 0 {
+        return;
+    }
+    assert!(ldc >= n && c.len() >= (m - 1) * ldc + n, "gemm_serial: C is too small");
+    let uk = micro_kernel::<T>();
+    SERIAL_PACKS.with(|cell| {
+        let mut own = (Vec::new(), Vec::new());
+        let mut guard = cell.try_borrow_mut().ok();
+        let (packed_b, packed_a) = match guard.as_deref_mut() {
+            Some((pb, pa)) => (pb, pa),
+            None => (&mut own.0, &mut own.1),
+        };
+        for jc in (0..n).step_by(NC) {
+            let cols = jc..(jc + NC).min(n);
+            let panels = cols.len().div_ceil(uk.nr);
+            for pc in (0..k).step_by(KC) {
+                let ks = pc..(pc + KC).min(k);
+                let kc = ks.len();
+                let pb = workspace::<T>(packed_b, panels * uk.nr * kc);
+                for (p, dst) in pb.chunks_mut(uk.nr * kc).enumerate() {
+                    let c0 = cols.start + p * uk.nr;
+                    pack_b(b, uk.nr, ks.clone(), c0..(c0 + uk.nr).min(cols.end), dst);
+                }
+                for ic in (0..m).step_by(MC) {
+                    let rows = ic..(ic + MC).min(m);
+                    let pa = workspace::<T>(packed_a, rows.len().div_ceil(uk.mr) * uk.mr * kc);
+                    pack_a(a, uk.mr, rows.clone(), ks.clone(), pa);
+                    // SAFETY: the tile rows x cols lies inside c (checked above).
+                    unsafe {
+                        let tile = c.as_mut_ptr().add(rows.start * ldc + cols.start);
+                        macro_kernel(&uk, rows.len(), cols.len(), kc, pa.as_ptr(), pb.as_ptr(), tile, ldc);
                     }
                 }
             }

@@ -1,8 +1,11 @@
-//! Fused layer norm over the last dim. Forward keeps mean and 1/std per row; backward computes dx
-//! row-parallel and dgamma/dbeta as per-chunk partial sums reduced at the end (two stages, as the
-//! GPU kernel does).
+//! Fused layer norm over the last dim, one pass over memory: each row is read once into L1, its
+//! mean and variance (two sweeps of the cached row, 16 partial sums each) and output computed
+//! there. Forward keeps mean and 1/std per row; backward computes dx row-parallel and
+//! dgamma/dbeta as per-chunk partial sums reduced at the end (two stages, as the GPU kernel does).
+//! Bytes: forward reads x, writes y (8 B per f32 element); backward reads x and dy, writes dx.
 
 use super::float::{float_data, Float, FloatData, FloatOut};
+use super::vmath::lane_sum;
 use super::CpuStorage;
 use crate::{Error, Layout, Result};
 use rayon::prelude::*;
@@ -27,11 +30,11 @@ fn forward_impl<T: Float>(x: &[T], g: &[T], b: &[T], c: usize, eps: f64) -> (Vec
         .zip(x.par_chunks(c))
         .for_each(|((y, (m, rs)), x)| {
             let n = T::from_f64(c as f64);
-            let mu = x.iter().copied().sum::<T>() / n;
-            let var = x.iter().map(|&v| (v - mu) * (v - mu)).sum::<T>() / n;
+            let mu = lane_sum(x, |v| v) / n;
+            let var = lane_sum(x, |v| (v - mu) * (v - mu)) / n;
             let r = T::ONE / (var + T::from_f64(eps)).sqrt();
-            for i in 0..c {
-                y[i] = (x[i] - mu) * r * g[i] + b[i];
+            for (((y, &x), &g), &b) in y.iter_mut().zip(x).zip(g).zip(b) {
+                *y = (x - mu) * r * g + b;
             }
             *m = mu;
             *rs = r;
@@ -40,6 +43,27 @@ fn forward_impl<T: Float>(x: &[T], g: &[T], b: &[T], c: usize, eps: f64) -> (Vec
 }
 
 const ROWS_PER_CHUNK: usize = 64;
+
+/// (sum(dxhat), sum(dxhat * (x - mu))) over a row, dxhat = dy * gamma, with 16 partial sums each.
+#[inline(always)]
+fn dxhat_sums<T: Float>(x: &[T], dy: &[T], g: &[T], mu: T) -> (T, T) {
+    let (mut s1, mut s2) = ([T::ZERO; 16], [T::ZERO; 16]);
+    let lanes = x.len() / 16 * 16;
+    for ((xc, dc), gc) in x[..lanes].chunks_exact(16).zip(dy.chunks_exact(16)).zip(g.chunks_exact(16)) {
+        for l in 0..16 {
+            let dxhat = dc[l] * gc[l];
+            s1[l] += dxhat;
+            s2[l] += dxhat * (xc[l] - mu);
+        }
+    }
+    let (mut t1, mut t2) = (T::ZERO, T::ZERO);
+    for i in lanes..x.len() {
+        let dxhat = dy[i] * g[i];
+        t1 += dxhat;
+        t2 += dxhat * (x[i] - mu);
+    }
+    (s1.iter().fold(t1, |s, &a| s + a), s2.iter().fold(t2, |s, &a| s + a))
+}
 
 fn backward_impl<T: Float>(x: &[T], g: &[T], mean: &[T], rstd: &[T], dy: &[T], c: usize) -> (Vec<T>, Vec<T>, Vec<T>) {
     let mut dx = vec![T::ZERO; x.len()];
@@ -54,21 +78,14 @@ fn backward_impl<T: Float>(x: &[T], g: &[T], mean: &[T], rstd: &[T], dy: &[T], c
                 let row = ci * ROWS_PER_CHUNK + ri;
                 let (xr, dyr) = (&x[row * c..(row + 1) * c], &dy[row * c..(row + 1) * c]);
                 let (mu, r) = (mean[row], rstd[row]);
-                let mut sum_dxhat = T::ZERO;
-                let mut sum_dxhat_xhat = T::ZERO;
-                for i in 0..c {
-                    let xhat = (xr[i] - mu) * r;
-                    let dxhat = dyr[i] * g[i];
-                    sum_dxhat += dxhat;
-                    sum_dxhat_xhat += dxhat * xhat;
-                    dg[i] += dyr[i] * xhat;
-                    db[i] += dyr[i];
-                }
                 let n = T::from_f64(c as f64);
-                let (a, bq) = (sum_dxhat / n, sum_dxhat_xhat / n);
-                for i in 0..c {
-                    let xhat = (xr[i] - mu) * r;
-                    dxr[i] = r * (dyr[i] * g[i] - a - xhat * bq);
+                let (sum_dxhat, sum_dxhat_xc) = dxhat_sums(xr, dyr, g, mu);
+                let (a, bq) = (sum_dxhat / n, sum_dxhat_xc * r / n);
+                for (((((dx, &x), &dy), &g), dg), db) in dxr.iter_mut().zip(xr).zip(dyr).zip(g).zip(dg.iter_mut()).zip(db.iter_mut()) {
+                    let xhat = (x - mu) * r;
+                    *dx = r * (dy * g - a - xhat * bq);
+                    *dg += dy * xhat;
+                    *db += dy;
                 }
             }
             (dg, db)

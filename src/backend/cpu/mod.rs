@@ -2,6 +2,7 @@
 //! per op family, mirroring kernels/*.cu and the GPU backend.
 
 mod adamw;
+mod alloc;
 mod attention;
 mod copy;
 mod denoise;
@@ -12,11 +13,14 @@ mod index;
 mod layernorm;
 mod reduce;
 mod softmax;
+mod vmath;
 
 use super::{AdamWStep, AttentionParams, Backend, BackendStorage, BinaryOp, CmpOp, DenoiseParams, ReduceOp, Storage, UnaryOp};
 use crate::{DType, Device, Error, Layout, Result, WithDType};
 use half::{bf16, f16};
 use std::any::Any;
+
+pub use alloc::keep_freed_buffers;
 
 pub struct CpuBackend;
 

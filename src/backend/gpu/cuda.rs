@@ -1,13 +1,16 @@
 //! The CUDA runtime over cudarc's driver API: one context and stream per device, modules loaded
 //! on first use (the sm_90a cubin on Hopper, else the sm_80 PTX, JIT-compiled by the driver), and
-//! a caching allocator so training does not call cuMemAlloc for every op.
+//! a caching allocator so training does not call cuMemAlloc for every op. While profiling, each
+//! launch is bracketed by CUDA events, timed when the trace is written.
 
 use super::runtime::{DevicePtr, LaunchConfig, Runtime};
+use crate::profile::{self, DeviceTiming};
 use crate::{Device, Error, Result};
 use cudarc::driver::{result, sys};
 use std::collections::HashMap;
 use std::ffi::{c_void, CString};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
 /// Kernels compiled by nvcc at build time (see build.rs).
 pub struct KernelModule {
@@ -39,6 +42,8 @@ pub struct CudaRuntime {
     stream: sys::CUstream,
     sm90: bool,
     state: Mutex<CudaState>,
+    /// The current profile's reference event, alive while its timed launches are.
+    profile_reference: Mutex<Weak<ReferenceEvent>>,
 }
 
 // SAFETY: the context and stream handles are used only after binding the context to the calling
@@ -98,6 +103,7 @@ impl CudaRuntime {
                 modules: HashMap::new(),
                 pool: HashMap::new(),
             }),
+            profile_reference: Mutex::new(Weak::new()),
         })
     }
 
@@ -136,6 +142,93 @@ impl CudaRuntime {
         let f = unsafe { result::module::get_function(handle, name) }.map_err(|e| driver_err(&format!("function {kernel}"), e))?;
         state.functions.insert(kernel.to_string(), f);
         Ok(f)
+    }
+
+    fn launch_function(&self, kernel: &str, f: sys::CUfunction, cfg: LaunchConfig, args: &mut [*mut c_void]) -> Result<()> {
+        // SAFETY: args match the kernel's parameters (built to the signatures in kernels/*.cu).
+        unsafe { result::launch_kernel(f, cfg.grid, cfg.block, cfg.shared_mem_bytes, self.stream, args) }
+            .map_err(|e| driver_err(&format!("launch {kernel}"), e))
+    }
+
+    /// The event this profile's kernel times are measured from, recorded on an idle stream at a
+    /// known profile time; made at the first launch of each profile.
+    fn profile_reference(&self) -> Result<Arc<ReferenceEvent>> {
+        let mut slot = self.profile_reference.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(reference) = slot.upgrade() {
+            return Ok(reference);
+        }
+        self.synchronize()?;
+        let event = CudaEvent::new()?;
+        event.record(self.stream)?;
+        let reference = Arc::new(ReferenceEvent {
+            event,
+            at: profile::since_start(),
+        });
+        *slot = Arc::downgrade(&reference);
+        Ok(reference)
+    }
+}
+
+/// A CUDA event with timing enabled, destroyed when dropped.
+struct CudaEvent(sys::CUevent);
+
+// SAFETY: an event handle may be recorded, waited on, compared and destroyed from any thread.
+unsafe impl Send for CudaEvent {}
+unsafe impl Sync for CudaEvent {}
+
+impl CudaEvent {
+    fn new() -> Result<CudaEvent> {
+        let event = result::event::create(sys::CUevent_flags::CU_EVENT_DEFAULT).map_err(|e| driver_err("event", e))?;
+        Ok(CudaEvent(event))
+    }
+
+    fn record(&self, stream: sys::CUstream) -> Result<()> {
+        // SAFETY: the event is live and the stream belongs to the calling runtime.
+        unsafe { result::event::record(self.0, stream) }.map_err(|e| driver_err("event record", e))
+    }
+
+    /// Milliseconds from this event to `later` (both recorded), waiting for `later` to complete.
+    fn ms_until(&self, later: &CudaEvent) -> Result<f32> {
+        // SAFETY: both events are live and have been recorded.
+        unsafe {
+            result::event::synchronize(later.0).map_err(|e| driver_err("event sync", e))?;
+            result::event::elapsed(self.0, later.0).map_err(|e| driver_err("event elapsed", e))
+        }
+    }
+}
+
+impl Drop for CudaEvent {
+    fn drop(&mut self) {
+        // SAFETY: the event was created by `new` and is destroyed once.
+        unsafe { result::event::destroy(self.0) }.ok();
+    }
+}
+
+/// The start of a profile's device timeline: an event and the profile time it was recorded at.
+struct ReferenceEvent {
+    event: CudaEvent,
+    at: Duration,
+}
+
+/// A profiled launch: events recorded on the stream just before and after the kernel.
+struct TimedLaunch {
+    ctx: sys::CUcontext,
+    reference: Arc<ReferenceEvent>,
+    start: CudaEvent,
+    stop: CudaEvent,
+}
+
+// SAFETY: the context handle is only made current (cuCtxSetCurrent), which any thread may do.
+unsafe impl Send for TimedLaunch {}
+
+impl DeviceTiming for TimedLaunch {
+    fn resolve(&self) -> Result<(Duration, Duration)> {
+        // SAFETY: the context is a retained primary context that lives as long as the process.
+        unsafe { result::ctx::set_current(self.ctx) }.map_err(|e| driver_err("bind context", e))?;
+        let ms = |ms: f32| Duration::from_secs_f64(f64::from(ms.max(0.0)) / 1e3);
+        let offset = self.reference.event.ms_until(&self.start)?;
+        let duration = self.start.ms_until(&self.stop)?;
+        Ok((self.reference.at + ms(offset), ms(duration)))
     }
 }
 
@@ -197,9 +290,22 @@ impl Runtime for CudaRuntime {
             unsafe { result::function::set_function_attribute(f, attr, cfg.shared_mem_bytes as i32) }
                 .map_err(|e| driver_err(&format!("{kernel}: shared memory"), e))?;
         }
-        // SAFETY: args match the kernel's parameters (built to the signatures in kernels/*.cu).
-        unsafe { result::launch_kernel(f, cfg.grid, cfg.block, cfg.shared_mem_bytes, self.stream, args) }
-            .map_err(|e| driver_err(&format!("launch {kernel}"), e))
+        if !profile::is_enabled() {
+            return self.launch_function(kernel, f, cfg, args);
+        }
+        let reference = self.profile_reference()?;
+        let (start, stop) = (CudaEvent::new()?, CudaEvent::new()?);
+        start.record(self.stream)?;
+        self.launch_function(kernel, f, cfg, args)?;
+        stop.record(self.stream)?;
+        let timing = TimedLaunch {
+            ctx: self.ctx,
+            reference,
+            start,
+            stop,
+        };
+        profile::device_kernel(kernel, cfg, self.device(), Box::new(timing));
+        Ok(())
     }
 
     fn synchronize(&self) -> Result<()> {
@@ -210,23 +316,10 @@ impl Runtime for CudaRuntime {
     /// CUDA events recorded on the stream around `work`.
     fn time_ms(&self, work: &mut dyn FnMut() -> Result<()>) -> Result<f64> {
         self.bind()?;
-        let flags = sys::CUevent_flags::CU_EVENT_DEFAULT;
-        let start = result::event::create(flags).map_err(|e| driver_err("event", e))?;
-        let stop = result::event::create(flags).map_err(|e| driver_err("event", e))?;
-        // SAFETY: both events and the stream are live; events are destroyed below.
-        let timed = unsafe {
-            (|| {
-                result::event::record(start, self.stream).map_err(|e| driver_err("event record", e))?;
-                work()?;
-                result::event::record(stop, self.stream).map_err(|e| driver_err("event record", e))?;
-                result::event::synchronize(stop).map_err(|e| driver_err("event sync", e))?;
-                result::event::elapsed(start, stop).map_err(|e| driver_err("event elapsed", e))
-            })()
-        };
-        unsafe {
-            result::event::destroy(start).ok();
-            result::event::destroy(stop).ok();
-        }
-        Ok(timed? as f64)
+        let (start, stop) = (CudaEvent::new()?, CudaEvent::new()?);
+        start.record(self.stream)?;
+        work()?;
+        stop.record(self.stream)?;
+        Ok(f64::from(start.ms_until(&stop)?))
     }
 }

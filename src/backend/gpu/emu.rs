@@ -2,7 +2,7 @@
 //! launch runs the kernel's C++ build (compiled by build.rs) on CPU fibers, synchronously.
 
 use super::runtime::{DevicePtr, LaunchConfig, Runtime};
-use crate::{Device, Error, Result};
+use crate::{profile, Device, Error, Result};
 use std::collections::HashMap;
 use std::ffi::{c_char, c_int, c_void};
 use std::sync::OnceLock;
@@ -79,6 +79,7 @@ impl Runtime for EmuRuntime {
         let f = self.kernels.get(kernel).ok_or_else(|| Error::Kernel {
             msg: format!("emu: no kernel named '{kernel}' in this build"),
         })?;
+        let _profile = profile::kernel(kernel, cfg, Device::Emu);
         let dim = |(x, y, z): (u32, u32, u32)| EmuDim3 { x, y, z };
         let mut err = vec![0u8; 2048];
         // SAFETY: args holds one pointer per kernel parameter, each at a value of the right type

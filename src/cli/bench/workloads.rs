@@ -1,0 +1,474 @@
+//! The named workloads of `vlk bench`: what each one computes, its FLOP or byte count, how vlk
+//! runs it, and the JSON description scripts/torch_bench.py rebuilds the same work from.
+//! Inputs are random normal, never zeros; text workloads send PyTorch the token ids vlk uses.
+
+use crate::cli::clip_train::small_clip;
+use serde_json::{json, Value};
+use vlk::data::shapes::{Shapes, ShapesConfig, Split};
+use vlk::data::tokenizer::ClipTokenizer;
+use vlk::models::{Clip, ClipConfig};
+use vlk::ops::AttentionOptions;
+use vlk::train::clip::{ClipTrainer, TrainConfig};
+use vlk::{DType, DenoiseParams, Device, Prediction, Result, Rng, Tensor};
+
+/// What a workload's rate is measured in, and so which ceiling it is held against.
+#[derive(Clone, Copy)]
+pub enum Work {
+    Flops(f64),
+    Bytes(f64),
+}
+
+/// A CLIP size: the demo's small model (image 32, patch 8, 4 layers 128 wide, the shapes
+/// vocabulary) or OpenAI's ViT-B/32.
+#[derive(Clone, Copy)]
+pub enum Model {
+    Small,
+    VitB32,
+}
+
+#[derive(Clone, Copy)]
+pub enum Op {
+    Gemm {
+        m: usize,
+        n: usize,
+        k: usize,
+    },
+    Attention {
+        b: usize,
+        h: usize,
+        s: usize,
+        d: usize,
+        causal: bool,
+        backward: bool,
+    },
+    LayerNorm {
+        rows: usize,
+        cols: usize,
+        backward: bool,
+    },
+    Xent {
+        rows: usize,
+        classes: usize,
+        backward: bool,
+    },
+    Denoise {
+        n: usize,
+    },
+    Copy {
+        n: usize,
+    },
+    ClipImage {
+        model: Model,
+        batch: usize,
+    },
+    ClipText {
+        model: Model,
+        batch: usize,
+    },
+    ClipTrain {
+        model: Model,
+        batch: usize,
+    },
+}
+
+pub struct Workload {
+    pub name: String,
+    pub op: Op,
+    pub dtype: DType,
+}
+
+/// Which set of shapes to run: sized for a CPU, for a GPU, or tiny (a smoke run, also on Emu).
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Suite {
+    Cpu,
+    Gpu,
+    Quick,
+}
+
+fn w(name: &str, op: Op, dtype: DType) -> Workload {
+    Workload {
+        name: name.to_string(),
+        op,
+        dtype,
+    }
+}
+
+/// The workloads of a suite, in the order they run.
+pub fn suite(suite: Suite) -> Vec<Workload> {
+    use DType::{BF16, F32};
+    use Model::{Small, VitB32};
+    let attn = |b, h, s, d, causal, backward| Op::Attention {
+        b,
+        h,
+        s,
+        d,
+        causal,
+        backward,
+    };
+    let square = |n| Op::Gemm { m: n, n, k: n };
+    match suite {
+        Suite::Cpu => vec![
+            w("gemm_f32_n512", square(512), F32),
+            w("gemm_f32_n1024", square(1024), F32),
+            w("gemm_f32_n2048", square(2048), F32),
+            w("gemm_f32_vit_mlp", Op::Gemm { m: 400, n: 3072, k: 768 }, F32),
+            w("gemm_bf16_n1024", square(1024), BF16),
+            w("attn_fwd_f32_s197_d64", attn(8, 8, 197, 64, false, false), F32),
+            w("attn_bwd_f32_s197_d64", attn(8, 8, 197, 64, false, true), F32),
+            w("layernorm_fwd_f32_4096x768", ln(4096, 768, false), F32),
+            w("layernorm_fwd_f32_32768x1024", ln(32768, 1024, false), F32),
+            w("layernorm_bwd_f32_32768x1024", ln(32768, 1024, true), F32),
+            w("xent_fwd_f32_2048x32768", xent(2048, 32768, false), F32),
+            w("xent_bwd_f32_2048x32768", xent(2048, 32768, true), F32),
+            w("denoise_f32", Op::Denoise { n: 1 << 24 }, F32),
+            w("copy_f32", Op::Copy { n: 1 << 26 }, F32),
+            w("vit_b32_image_b1", Op::ClipImage { model: VitB32, batch: 1 }, F32),
+            w("vit_b32_image_b8", Op::ClipImage { model: VitB32, batch: 8 }, F32),
+            w("vit_b32_text_b8", Op::ClipText { model: VitB32, batch: 8 }, F32),
+            w("clip_train_small_b64", Op::ClipTrain { model: Small, batch: 64 }, F32),
+            w("clip_train_vit_b32_b8", Op::ClipTrain { model: VitB32, batch: 8 }, F32),
+        ],
+        Suite::Gpu => {
+            let mut v: Vec<Workload> = [1024, 4096, 8192]
+                .into_iter()
+                .map(|n| w(&format!("gemm_bf16_n{n}"), square(n), BF16))
+                .collect();
+            v.push(w("gemm_f32_n4096", square(4096), F32));
+            for d in [64, 128] {
+                v.push(w(&format!("attn_fwd_bf16_d{d}"), attn(4, 16, 4096, d, false, false), BF16));
+                v.push(w(&format!("attn_fwd_causal_bf16_d{d}"), attn(4, 16, 4096, d, true, false), BF16));
+                v.push(w(&format!("attn_bwd_bf16_d{d}"), attn(4, 16, 4096, d, false, true), BF16));
+            }
+            v.extend([
+                w("layernorm_fwd_bf16", ln(32768, 4096, false), BF16),
+                w("layernorm_bwd_bf16", ln(32768, 4096, true), BF16),
+                w("xent_fwd_bf16", xent(8192, 32768, false), BF16),
+                w("xent_bwd_bf16", xent(8192, 32768, true), BF16),
+                w("denoise_bf16", Op::Denoise { n: 1 << 26 }, BF16),
+                w("copy_bf16", Op::Copy { n: 1 << 28 }, BF16),
+                w("vit_b32_image_b8_bf16", Op::ClipImage { model: VitB32, batch: 8 }, BF16),
+                w("vit_b32_image_b256_bf16", Op::ClipImage { model: VitB32, batch: 256 }, BF16),
+                w("vit_b32_text_b256_bf16", Op::ClipText { model: VitB32, batch: 256 }, BF16),
+                w("clip_train_vit_b32_b256_bf16", Op::ClipTrain { model: VitB32, batch: 256 }, BF16),
+            ]);
+            v
+        }
+        Suite::Quick => vec![
+            w("gemm_f32_n67", Op::Gemm { m: 67, n: 45, k: 33 }, F32),
+            w("attn_fwd_f32", attn(1, 2, 19, 8, true, false), F32),
+            w("attn_bwd_f32", attn(1, 2, 19, 8, false, true), F32),
+            w("layernorm_fwd_f32", ln(33, 40, false), F32),
+            w("layernorm_bwd_f32", ln(33, 40, true), F32),
+            w("xent_fwd_f32", xent(9, 70, false), F32),
+            w("xent_bwd_f32", xent(9, 70, true), F32),
+            w("denoise_f32", Op::Denoise { n: 1000 }, F32),
+            w("copy_f32", Op::Copy { n: 1000 }, F32),
+            w("clip_train_small_b4", Op::ClipTrain { model: Small, batch: 4 }, F32),
+        ],
+    }
+}
+
+fn ln(rows: usize, cols: usize, backward: bool) -> Op {
+    Op::LayerNorm { rows, cols, backward }
+}
+
+fn xent(rows: usize, classes: usize, backward: bool) -> Op {
+    Op::Xent { rows, classes, backward }
+}
+
+fn denoise_params() -> DenoiseParams {
+    DenoiseParams {
+        guidance: 4.5,
+        prediction: Prediction::Epsilon,
+        sqrt_alpha_bar: 0.8,
+        sqrt_one_minus_alpha_bar: 0.6,
+        clip_sample: 0.0,
+        c_x0: 0.35,
+        c_xt: 0.55,
+        c_eps: 0.0,
+        c_noise: 0.1,
+    }
+}
+
+impl Model {
+    fn config(self) -> Result<(ClipConfig, ClipTokenizer)> {
+        Ok(match self {
+            Model::Small => {
+                let tokenizer = ClipTokenizer::word_level(&Shapes::vocabulary())?;
+                (small_clip(tokenizer.vocab_size(), 32, 8), tokenizer)
+            }
+            Model::VitB32 => (ClipConfig::vit_b32(), ClipTokenizer::bundled()?),
+        })
+    }
+}
+
+/// A training batch: `batch` shapes captions and their token ids and padding mask.
+struct TextBatch {
+    captions: Vec<String>,
+    ids: Vec<u32>,
+    mask: Option<Vec<u32>>,
+    len: usize,
+}
+
+/// Token ids for a workload: shapes captions (tokenized and padded as training does) for a
+/// training step; for the text tower, full-context random ids ending in the end token.
+fn text_batch(op: Op, config: &ClipConfig, tokenizer: &ClipTokenizer) -> Result<TextBatch> {
+    let text = &config.text;
+    match op {
+        Op::ClipTrain { batch, .. } => {
+            let shapes = Shapes::new(ShapesConfig::default())?;
+            let (_, captions) = shapes.batch(Split::Train, 0, batch);
+            let refs: Vec<&str> = captions.iter().map(String::as_str).collect();
+            let tokens = tokenizer.encode_batch(&refs, text.max_position_embeddings, Device::Cpu)?;
+            let len = tokens.ids.dims()[1];
+            Ok(TextBatch {
+                captions,
+                ids: tokens.ids.to_vec::<u32>()?,
+                mask: Some(tokens.mask.to_vec::<u32>()?),
+                len,
+            })
+        }
+        _ => {
+            let (batch, len) = match op {
+                Op::ClipText { batch, .. } => (batch, text.max_position_embeddings),
+                _ => (0, 0),
+            };
+            // The end token last (the highest id where the config uses transformers' legacy
+            // rule of pooling at the largest id), random ordinary tokens before it.
+            let vocab = text.vocab_size as u32;
+            let end = if text.eos_token_id == 2 {
+                vocab - 1
+            } else {
+                text.eos_token_id as u32
+            };
+            let ids = (0..batch * len)
+                .map(|i| {
+                    if i % len == len - 1 {
+                        end
+                    } else {
+                        3 + (i as u32).wrapping_mul(7919) % (vocab - 4)
+                    }
+                })
+                .collect();
+            Ok(TextBatch {
+                captions: Vec::new(),
+                ids,
+                mask: None,
+                len,
+            })
+        }
+    }
+}
+
+impl Workload {
+    /// A short text of the shape, for the table.
+    pub fn shape(&self) -> String {
+        match self.op {
+            Op::Gemm { m, n, k } => format!("{m}x{n}x{k}"),
+            Op::Attention { b, h, s, d, causal, .. } => format!("b{b} h{h} s{s} d{d}{}", if causal { " causal" } else { "" }),
+            Op::LayerNorm { rows, cols, .. } => format!("{rows}x{cols}"),
+            Op::Xent { rows, classes, .. } => format!("{rows}x{classes}"),
+            Op::Denoise { n } | Op::Copy { n } => format!("{n}"),
+            Op::ClipImage { model, batch } | Op::ClipTrain { model, batch } | Op::ClipText { model, batch } => {
+                format!("{} batch {batch}", model.name())
+            }
+        }
+    }
+
+    /// FLOPs (compute-bound work) or bytes moved (memory-bound work) of one run.
+    pub fn work(&self) -> Result<Work> {
+        let e = self.dtype.size_in_bytes() as f64;
+        Ok(match self.op {
+            Op::Gemm { m, n, k } => Work::Flops(2.0 * (m * n * k) as f64),
+            Op::Attention {
+                b,
+                h,
+                s,
+                d,
+                causal,
+                backward,
+            } => {
+                let fwd = 4.0 * (b * h * s * s * d) as f64 * if causal { 0.5 } else { 1.0 };
+                // Backward: dV, dP, dS->dQ, dK (four products) plus recomputing S (one).
+                Work::Flops(if backward { 2.5 * fwd } else { fwd })
+            }
+            // Forward reads x and writes y; backward reads x and dy and writes dx.
+            Op::LayerNorm { rows, cols, backward } => Work::Bytes((rows * cols) as f64 * e * if backward { 3.0 } else { 2.0 }),
+            // Forward reads the logits; backward reads them and writes the gradient.
+            Op::Xent { rows, classes, backward } => Work::Bytes((rows * classes) as f64 * e * if backward { 2.0 } else { 1.0 }),
+            Op::Denoise { n } => Work::Bytes(5.0 * n as f64 * e),
+            Op::Copy { n } => Work::Bytes(2.0 * n as f64 * e),
+            Op::ClipImage { model, batch } => Work::Flops(batch as f64 * model.config()?.0.vision.forward_flops()),
+            Op::ClipText { model, batch } => {
+                let (c, _) = model.config()?;
+                Work::Flops(batch as f64 * c.text.forward_flops(c.text.max_position_embeddings))
+            }
+            Op::ClipTrain { model, batch } => {
+                let (c, tokenizer) = model.config()?;
+                let len = text_batch(self.op, &c, &tokenizer)?.len;
+                // Backward costs twice the forward (a product for each operand).
+                Work::Flops(3.0 * batch as f64 * (c.vision.forward_flops() + c.text.forward_flops(len)))
+            }
+        })
+    }
+
+    /// The description scripts/torch_bench.py builds the same work from.
+    pub fn spec(&self) -> Result<Value> {
+        let mut v = match self.op {
+            Op::Gemm { m, n, k } => json!({"op": "gemm", "m": m, "n": n, "k": k}),
+            Op::Attention {
+                b,
+                h,
+                s,
+                d,
+                causal,
+                backward,
+            } => json!({"op": if backward { "attn_bwd" } else { "attn_fwd" }, "b": b, "h": h, "s": s, "d": d, "causal": causal}),
+            Op::LayerNorm { rows, cols, backward } => {
+                json!({"op": if backward { "layernorm_bwd" } else { "layernorm_fwd" }, "rows": rows, "cols": cols})
+            }
+            Op::Xent { rows, classes, backward } => {
+                json!({"op": if backward { "xent_bwd" } else { "xent_fwd" }, "rows": rows, "classes": classes})
+            }
+            Op::Denoise { n } => {
+                let p = denoise_params();
+                json!({"op": "denoise", "n": n, "params": {"guidance": p.guidance, "sqrt_alpha_bar": p.sqrt_alpha_bar,
+                       "sqrt_one_minus_alpha_bar": p.sqrt_one_minus_alpha_bar, "c_x0": p.c_x0, "c_xt": p.c_xt, "c_noise": p.c_noise}})
+            }
+            Op::Copy { n } => json!({"op": "copy", "n": n}),
+            Op::ClipImage { model, batch } | Op::ClipText { model, batch } | Op::ClipTrain { model, batch } => {
+                let (config, tokenizer) = model.config()?;
+                let op = match self.op {
+                    Op::ClipImage { .. } => "clip_image",
+                    Op::ClipText { .. } => "clip_text",
+                    _ => "clip_train",
+                };
+                let mut v = json!({"op": op, "batch": batch, "config": config.to_json()});
+                let text = text_batch(self.op, &config, &tokenizer)?;
+                if !text.ids.is_empty() {
+                    v["ids"] = json!(text.ids);
+                }
+                if let Some(mask) = text.mask {
+                    v["mask"] = json!(mask);
+                }
+                v
+            }
+        };
+        v["dtype"] = json!(self.dtype.to_string());
+        Ok(v)
+    }
+
+    /// Builds the inputs (and model) on `device` and returns the run to time.
+    pub fn prepare(&self, device: Device) -> Result<Box<dyn FnMut() -> Result<()>>> {
+        let mut rng = Rng::new(0);
+        let dtype = self.dtype;
+        let mut randn = |shape: &[usize]| Tensor::randn(&mut rng, shape, 0.0, 1.0, dtype, device);
+        Ok(match self.op {
+            Op::Gemm { m, n, k } => {
+                let (a, b) = (randn(&[m, k])?, randn(&[k, n])?);
+                Box::new(move || vlk::no_grad(|| a.matmul(&b)).map(drop))
+            }
+            Op::Attention {
+                b,
+                h,
+                s,
+                d,
+                causal,
+                backward,
+            } => {
+                let opts = AttentionOptions {
+                    causal,
+                    ..Default::default()
+                };
+                let (q, k, v) = (randn(&[b, h, s, d])?, randn(&[b, h, s, d])?, randn(&[b, h, s, d])?);
+                if !backward {
+                    return Ok(Box::new(move || vlk::no_grad(|| Tensor::attention(&q, &k, &v, opts)).map(drop)));
+                }
+                let (q, k, v) = (q.to_var()?, k.to_var()?, v.to_var()?);
+                let out = vlk::autograd::with_grad(|| Tensor::attention(&q, &k, &v, opts))?;
+                let g = randn(out.dims())?;
+                Box::new(move || out.backward_with_grad(&g).map(drop))
+            }
+            Op::LayerNorm { rows, cols, backward } => {
+                let (x, gamma, beta) = (randn(&[rows, cols])?, randn(&[cols])?, randn(&[cols])?);
+                if !backward {
+                    return Ok(Box::new(move || vlk::no_grad(|| x.layer_norm(&gamma, &beta, 1e-5)).map(drop)));
+                }
+                let (x, gamma, beta) = (x.to_var()?, gamma.to_var()?, beta.to_var()?);
+                let y = vlk::autograd::with_grad(|| x.layer_norm(&gamma, &beta, 1e-5))?;
+                let g = randn(y.dims())?;
+                Box::new(move || y.backward_with_grad(&g).map(drop))
+            }
+            Op::Xent { rows, classes, backward } => {
+                let logits = randn(&[rows, classes])?;
+                let targets: Vec<i64> = (0..rows).map(|i| (i * 7919 % classes) as i64).collect();
+                let targets = Tensor::from_vec(targets, &[rows], device)?;
+                if !backward {
+                    return Ok(Box::new(move || {
+                        vlk::no_grad(|| logits.cross_entropy_per_row(&targets, -100)).map(drop)
+                    }));
+                }
+                let logits = logits.to_var()?;
+                let loss = vlk::autograd::with_grad(|| logits.cross_entropy_per_row(&targets, -100))?;
+                let g = randn(loss.dims())?;
+                Box::new(move || loss.backward_with_grad(&g).map(drop))
+            }
+            Op::Denoise { n } => {
+                let (x, c, u, z) = (randn(&[n])?, randn(&[n])?, randn(&[n])?, randn(&[n])?);
+                let p = denoise_params();
+                Box::new(move || Tensor::denoise_step(&x, &c, Some(&u), Some(&z), &p).map(drop))
+            }
+            Op::Copy { n } => {
+                let x = randn(&[n])?;
+                Box::new(move || x.contiguous_copy().map(drop))
+            }
+            Op::ClipImage { model, batch } => {
+                let (config, _) = model.config()?;
+                let size = config.vision.image_size;
+                let pixels = randn(&[batch, 3, size, size])?;
+                let clip = Clip::new(config, device, dtype, 0)?;
+                Box::new(move || vlk::no_grad(|| clip.image_embeds(&pixels)).map(drop))
+            }
+            Op::ClipText { model, batch } => {
+                let (config, tokenizer) = model.config()?;
+                let text = text_batch(self.op, &config, &tokenizer)?;
+                let ids = Tensor::from_vec(text.ids, &[batch, text.len], device)?;
+                let clip = Clip::new(config, device, dtype, 0)?;
+                Box::new(move || vlk::no_grad(|| clip.text_embeds(&ids, None)).map(drop))
+            }
+            Op::ClipTrain { model, batch } => {
+                let (config, tokenizer) = model.config()?;
+                let text = text_batch(self.op, &config, &tokenizer)?;
+                let size = config.vision.image_size;
+                let pixels = Tensor::randn(&mut Rng::new(1), &[batch, 3, size, size], 0.0, 1.0, DType::F32, device)?;
+                let train = TrainConfig {
+                    steps: u64::MAX,
+                    batch,
+                    lr: 1e-4,
+                    min_lr: 1e-4,
+                    warmup_steps: 0,
+                    weight_decay: 0.1,
+                    max_grad_norm: 1.0,
+                    seed: 0,
+                    text_freeze_steps: 0,
+                    mixed_precision: dtype != DType::F32,
+                };
+                let mut trainer = ClipTrainer::new(config, tokenizer, train, device)?;
+                let captions = text.captions;
+                Box::new(move || {
+                    let refs: Vec<&str> = captions.iter().map(String::as_str).collect();
+                    trainer.train_step(&pixels, &refs).map(drop)
+                })
+            }
+        })
+    }
+}
+
+impl Model {
+    fn name(self) -> &'static str {
+        match self {
+            Model::Small => "small CLIP",
+            Model::VitB32 => "ViT-B/32",
+        }
+    }
+}
