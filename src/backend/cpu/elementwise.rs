@@ -120,9 +120,112 @@ fn derivative<T: Float>(op: UnaryOp, x: T) -> T {
     }
 }
 
+/// out[i] = f(x[i]) over parallel chunks; f is inlined into a plain slice loop, so it vectorises.
+#[inline(always)]
+fn par_map<T: Float>(x: &[T], f: impl Fn(T) -> T + Sync) -> Vec<T> {
+    let mut out = vec![T::ZERO; x.len()];
+    let run = |(o, x): (&mut [T], &[T])| o.iter_mut().zip(x).for_each(|(o, &x)| *o = f(x));
+    if x.len() < PAR_CHUNK {
+        run((&mut out, x));
+    } else {
+        out.par_chunks_mut(PAR_CHUNK).zip(x.par_chunks(PAR_CHUNK)).for_each(run);
+    }
+    out
+}
+
+/// Instantiates `$body` once per unary op with `$f` bound to `$func` (apply or derivative) for
+/// that op, so the op is matched once per call rather than once per element.
+macro_rules! for_each_unary {
+    ($op:expr, $func:ident, $f:ident => $body:expr) => {
+        match $op {
+            UnaryOp::Neg => {
+                let $f = |x| $func(UnaryOp::Neg, x);
+                $body
+            }
+            UnaryOp::Exp => {
+                let $f = |x| $func(UnaryOp::Exp, x);
+                $body
+            }
+            UnaryOp::Log => {
+                let $f = |x| $func(UnaryOp::Log, x);
+                $body
+            }
+            UnaryOp::Sqrt => {
+                let $f = |x| $func(UnaryOp::Sqrt, x);
+                $body
+            }
+            UnaryOp::Rsqrt => {
+                let $f = |x| $func(UnaryOp::Rsqrt, x);
+                $body
+            }
+            UnaryOp::Tanh => {
+                let $f = |x| $func(UnaryOp::Tanh, x);
+                $body
+            }
+            UnaryOp::Sigmoid => {
+                let $f = |x| $func(UnaryOp::Sigmoid, x);
+                $body
+            }
+            UnaryOp::Relu => {
+                let $f = |x| $func(UnaryOp::Relu, x);
+                $body
+            }
+            UnaryOp::Abs => {
+                let $f = |x| $func(UnaryOp::Abs, x);
+                $body
+            }
+            UnaryOp::Sqr => {
+                let $f = |x| $func(UnaryOp::Sqr, x);
+                $body
+            }
+            UnaryOp::Recip => {
+                let $f = |x| $func(UnaryOp::Recip, x);
+                $body
+            }
+            UnaryOp::Gelu => {
+                let $f = |x| $func(UnaryOp::Gelu, x);
+                $body
+            }
+            UnaryOp::GeluTanh => {
+                let $f = |x| $func(UnaryOp::GeluTanh, x);
+                $body
+            }
+            UnaryOp::QuickGelu => {
+                let $f = |x| $func(UnaryOp::QuickGelu, x);
+                $body
+            }
+            UnaryOp::Silu => {
+                let $f = |x| $func(UnaryOp::Silu, x);
+                $body
+            }
+            op @ (UnaryOp::Affine { .. } | UnaryOp::Powf(_)) => {
+                let $f = |x| $func(op, x);
+                $body
+            }
+        }
+    };
+}
+
+fn unary_typed<T: Float>(x: &[T], op: UnaryOp) -> Vec<T> {
+    for_each_unary!(op, apply, f => par_map(x, f))
+}
+
+fn unary_backward_typed<T: Float>(x: &[T], g: &[T], op: UnaryOp) -> Vec<T> {
+    let mut out = g.to_vec();
+    for_each_unary!(op, derivative, f => {
+        let run = |(o, x): (&mut [T], &[T])| o.iter_mut().zip(x).for_each(|(o, &x)| *o *= f(x));
+        if out.len() < PAR_CHUNK {
+            run((&mut out, x));
+        } else {
+            out.par_chunks_mut(PAR_CHUNK).zip(x.par_chunks(PAR_CHUNK)).for_each(run);
+        }
+    });
+    out
+}
+
 pub fn unary(x: &CpuStorage, layout: &Layout, op: UnaryOp) -> Result<CpuStorage> {
     let data = float_data(x, layout, "unary")?;
-    Ok(with_float!(data, x => par_fill(x.len(), |i| apply(op, x[i]))).into_storage(x.dtype()))
+    Ok(with_float!(data, x => unary_typed(&x, op)).into_storage(x.dtype()))
 }
 
 pub fn unary_backward(x: &CpuStorage, layout: &Layout, grad: &CpuStorage, grad_layout: &Layout, op: UnaryOp) -> Result<CpuStorage> {
@@ -130,45 +233,77 @@ pub fn unary_backward(x: &CpuStorage, layout: &Layout, grad: &CpuStorage, grad_l
         float_data(x, layout, "unary_backward")?,
         float_data(grad, grad_layout, "unary_backward")?,
     );
-    Ok(with_float2!("unary_backward", xd, gd, (x, g) => par_fill(x.len(), |i| g[i] * derivative(op, x[i]))).into_storage(x.dtype()))
+    Ok(with_float2!("unary_backward", xd, gd, (x, g) => unary_backward_typed(x, g, op)).into_storage(x.dtype()))
 }
 
-#[inline(always)]
-fn binary_apply<T: Float>(op: BinaryOp, a: T, b: T) -> T {
+/// A binary op over two broadcast layouts, the op matched once (each arm its own loop).
+fn binary_typed<T: Float>(la: &Layout, a: &[T], lb: &Layout, b: &[T], op: BinaryOp) -> Vec<T> {
     match op {
-        BinaryOp::Add => a + b,
-        BinaryOp::Sub => a - b,
-        BinaryOp::Mul => a * b,
-        BinaryOp::Div => a / b,
-        BinaryOp::Maximum => a.max(b),
-        BinaryOp::Minimum => a.min(b),
+        BinaryOp::Add => zip_layouts(la, a, lb, b, |x, y| x + y),
+        BinaryOp::Sub => zip_layouts(la, a, lb, b, |x, y| x - y),
+        BinaryOp::Mul => zip_layouts(la, a, lb, b, |x, y| x * y),
+        BinaryOp::Div => zip_layouts(la, a, lb, b, |x, y| x / y),
+        BinaryOp::Maximum => zip_layouts(la, a, lb, b, |x, y| x.max(y)),
+        BinaryOp::Minimum => zip_layouts(la, a, lb, b, |x, y| x.min(y)),
     }
 }
 
-/// Runs `f(a_offset, b_offset) -> T` over every output element of two broadcast layouts. The
-/// common case (both contiguous) avoids index arithmetic entirely.
-fn zip_layouts<T: Float>(la: &Layout, lb: &Layout, f: impl Fn(usize, usize) -> T + Sync) -> Vec<T> {
-    if let (Some((a0, _)), Some((b0, _))) = (la.contiguous_range(), lb.contiguous_range()) {
-        return par_fill(la.elem_count(), |i| f(a0 + i, b0 + i));
+/// out[j] = f(a[a0 + j sa], b[b0 + j sb]) along one row; the stride pairs of contiguous and
+/// broadcast operands get loops over plain slices, which vectorise.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn row_apply<T: Float>(out: &mut [T], a: &[T], a0: usize, sa: usize, b: &[T], b0: usize, sb: usize, f: &impl Fn(T, T) -> T) {
+    let n = out.len();
+    match (sa, sb) {
+        (1, 1) => out
+            .iter_mut()
+            .zip(&a[a0..a0 + n])
+            .zip(&b[b0..b0 + n])
+            .for_each(|((o, &x), &y)| *o = f(x, y)),
+        (1, 0) => {
+            let y = b[b0];
+            out.iter_mut().zip(&a[a0..a0 + n]).for_each(|(o, &x)| *o = f(x, y));
+        }
+        (0, 1) => {
+            let x = a[a0];
+            out.iter_mut().zip(&b[b0..b0 + n]).for_each(|(o, &y)| *o = f(x, y));
+        }
+        _ => out.iter_mut().enumerate().for_each(|(j, o)| *o = f(a[a0 + j * sa], b[b0 + j * sb])),
     }
-    // Row by row over the last dim, whose strides (often 1 or 0, as for a broadcast bias) stay
-    // fixed; only the row starts are listed.
-    let (ra, sa) = rows(la);
-    let (rb, sb) = rows(lb);
-    let inner = la.shape().last().copied().unwrap_or(1);
+}
+
+/// f(a, b) over every output element of two broadcast layouts of `a` and `b`. Both contiguous:
+/// one long row cut into parallel chunks. Otherwise row by row over the last dim, whose strides
+/// (often 1 or 0, as for a broadcast bias) stay fixed, rows grouped into parallel tasks of about
+/// PAR_CHUNK elements.
+fn zip_layouts<T: Float>(la: &Layout, a: &[T], lb: &Layout, b: &[T], f: impl Fn(T, T) -> T + Sync) -> Vec<T> {
     let mut out = vec![T::ZERO; la.elem_count()];
-    if inner == 0 {
+    if out.is_empty() {
         return out;
     }
-    let fill_row = |(r, row): (usize, &mut [T])| {
-        for (j, o) in row.iter_mut().enumerate() {
-            *o = f(ra[r] + j * sa, rb[r] + j * sb);
+    if let (Some((a0, _)), Some((b0, _))) = (la.contiguous_range(), lb.contiguous_range()) {
+        let run = |(c, o): (usize, &mut [T])| row_apply(o, a, a0 + c * PAR_CHUNK, 1, b, b0 + c * PAR_CHUNK, 1, &f);
+        if out.len() < PAR_CHUNK {
+            run((0, &mut out));
+        } else {
+            out.par_chunks_mut(PAR_CHUNK).enumerate().for_each(run);
+        }
+        return out;
+    }
+    let (ra, sa) = rows(la);
+    let (rb, sb) = rows(lb);
+    let inner = la.shape().last().copied().unwrap_or(1).max(1);
+    let rows_per_task = (PAR_CHUNK / inner).max(1);
+    let run = |(t, block): (usize, &mut [T])| {
+        for (i, o) in block.chunks_mut(inner).enumerate() {
+            let r = t * rows_per_task + i;
+            row_apply(o, a, ra[r], sa, b, rb[r], sb, &f);
         }
     };
     if out.len() < PAR_CHUNK {
-        out.chunks_mut(inner).enumerate().for_each(fill_row);
+        run((0, &mut out));
     } else {
-        out.par_chunks_mut(inner).enumerate().for_each(fill_row);
+        out.par_chunks_mut(rows_per_task * inner).enumerate().for_each(run);
     }
     out
 }
@@ -193,7 +328,7 @@ pub fn binary(a: &CpuStorage, la: &Layout, b: &CpuStorage, lb: &Layout, op: Bina
         return Err(Error::dtype("binary", format!("{op:?} of {} and {}", a.dtype(), b.dtype())));
     }
     let (ad, bd) = (whole(a, "binary")?, whole(b, "binary")?);
-    Ok(with_float2!("binary", ad, bd, (x, y) => zip_layouts(la, lb, |i, j| binary_apply(op, x[i], y[j]))).into_storage(a.dtype()))
+    Ok(with_float2!("binary", ad, bd, (x, y) => binary_typed(la, x, lb, y, op)).into_storage(a.dtype()))
 }
 
 pub fn cmp(a: &CpuStorage, la: &Layout, b: &CpuStorage, lb: &Layout, op: CmpOp) -> Result<CpuStorage> {
@@ -220,7 +355,7 @@ pub fn cmp(a: &CpuStorage, la: &Layout, b: &CpuStorage, lb: &Layout, op: CmpOp) 
         return Ok(CpuStorage::from_f64(&values, a.dtype()));
     }
     let (ad, bd) = (whole(a, "cmp")?, whole(b, "cmp")?);
-    Ok(with_float2!("cmp", ad, bd, (x, y) => zip_layouts(la, lb, |i, j| if test(x[i].to_f64(), y[j].to_f64()) { Float::ONE } else { Float::ZERO })).into_storage(a.dtype()))
+    Ok(with_float2!("cmp", ad, bd, (x, y) => zip_layouts(la, x, lb, y, |a, b| if test(a.to_f64(), b.to_f64()) { Float::ONE } else { Float::ZERO })).into_storage(a.dtype()))
 }
 
 pub fn where_cond(cond: &CpuStorage, lc: &Layout, t: (&CpuStorage, &Layout), f: (&CpuStorage, &Layout)) -> Result<CpuStorage> {
@@ -234,7 +369,7 @@ pub fn where_cond(cond: &CpuStorage, lc: &Layout, t: (&CpuStorage, &Layout), f: 
     let (td, fd) = (whole(t.0, "where")?, whole(f.0, "where")?);
     // Both branches are read at the same positions; pick per element after.
     let picked = with_float2!("where", td, fd, (x, y) => {
-        let (on_true, on_false) = (zip_layouts(t.1, t.1, |i, _| x[i]), zip_layouts(f.1, f.1, |i, _| y[i]));
+        let (on_true, on_false) = (zip_layouts(t.1, x, t.1, x, |v, _| v), zip_layouts(f.1, y, f.1, y, |v, _| v));
         on_true.into_iter().zip(on_false).zip(&mask).map(|((a, b), &m)| if m { a } else { b }).collect()
     });
     Ok(picked.into_storage(t.0.dtype()))

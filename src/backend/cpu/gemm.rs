@@ -61,6 +61,34 @@ mod x86 {
         }
     }
 
+    /// Transposes 8 rows of 8 f32 (row i at src + i*src_stride) into 8 rows at dst + q*dst_stride.
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn transpose_8x8(src: *const f32, src_stride: usize, dst: *mut f32, dst_stride: usize) {
+        let r = |i: usize| _mm256_loadu_ps(src.add(i * src_stride));
+        let (r0, r1, r2, r3, r4, r5, r6, r7) = (r(0), r(1), r(2), r(3), r(4), r(5), r(6), r(7));
+        let (t0, t1) = (_mm256_unpacklo_ps(r0, r1), _mm256_unpackhi_ps(r0, r1));
+        let (t2, t3) = (_mm256_unpacklo_ps(r2, r3), _mm256_unpackhi_ps(r2, r3));
+        let (t4, t5) = (_mm256_unpacklo_ps(r4, r5), _mm256_unpackhi_ps(r4, r5));
+        let (t6, t7) = (_mm256_unpacklo_ps(r6, r7), _mm256_unpackhi_ps(r6, r7));
+        let (s0, s1) = (_mm256_shuffle_ps::<0x44>(t0, t2), _mm256_shuffle_ps::<0xEE>(t0, t2));
+        let (s2, s3) = (_mm256_shuffle_ps::<0x44>(t1, t3), _mm256_shuffle_ps::<0xEE>(t1, t3));
+        let (s4, s5) = (_mm256_shuffle_ps::<0x44>(t4, t6), _mm256_shuffle_ps::<0xEE>(t4, t6));
+        let (s6, s7) = (_mm256_shuffle_ps::<0x44>(t5, t7), _mm256_shuffle_ps::<0xEE>(t5, t7));
+        let rows = [
+            _mm256_permute2f128_ps::<0x20>(s0, s4),
+            _mm256_permute2f128_ps::<0x20>(s1, s5),
+            _mm256_permute2f128_ps::<0x20>(s2, s6),
+            _mm256_permute2f128_ps::<0x20>(s3, s7),
+            _mm256_permute2f128_ps::<0x31>(s0, s4),
+            _mm256_permute2f128_ps::<0x31>(s1, s5),
+            _mm256_permute2f128_ps::<0x31>(s2, s6),
+            _mm256_permute2f128_ps::<0x31>(s3, s7),
+        ];
+        for (q, row) in rows.into_iter().enumerate() {
+            _mm256_storeu_ps(dst.add(q * dst_stride), row);
+        }
+    }
+
     /// 6 x 16 f32 tile: 12 ymm accumulators.
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn kernel_6x16_avx2(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize) {
@@ -155,7 +183,9 @@ fn pack<T: Float>(m: &MatRef<T>, line_stride: usize, k_stride: usize, w: usize, 
         if valid < w {
             dst.iter_mut().for_each(|x| *x = T::ZERO);
         }
-        if k_stride == 1 {
+        if k_stride == 1 && transpose_pack_f32(m, line_stride, w, l0, valid, ks.clone(), dst) {
+            // Done 8 x 8 blocks at a time in registers.
+        } else if k_stride == 1 {
             for l in 0..valid {
                 let src = &m.data[at(l, ks.start)..at(l, ks.start) + kc];
                 for (p, &v) in src.iter().enumerate() {
@@ -174,6 +204,49 @@ fn pack<T: Float>(m: &MatRef<T>, line_stride: usize, k_stride: usize, w: usize, 
             }
         }
     }
+}
+
+/// The k-contiguous case of `pack` for f32 with AVX2 (A row-major, B transposed as in x W^T):
+/// 8 lines x 8 k at a time are loaded as 8 rows, transposed in registers and stored as 8 k-rows
+/// of the panel; the edges go element by element. Returns false where it does not apply.
+fn transpose_pack_f32<T: Float>(
+    m: &MatRef<T>,
+    line_stride: usize,
+    w: usize,
+    l0: usize,
+    valid: usize,
+    ks: Range<usize>,
+    dst: &mut [T],
+) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>() && w % 8 == 0 && std::is_x86_feature_detected!("avx2") {
+        let kc = ks.len();
+        let base = m.offset + l0 * line_stride + ks.start;
+        if valid > 0 {
+            // The last element read: line valid-1 at k = kc-1.
+            assert!(base + (valid - 1) * line_stride + kc <= m.data.len() && dst.len() >= kc * w);
+        }
+        let (full_l, full_k) = (valid / 8 * 8, kc / 8 * 8);
+        // SAFETY: T is f32; every read is inside the bounds checked above and every write inside
+        // dst (kc rows of w).
+        unsafe {
+            let src = m.data.as_ptr() as *const f32;
+            let out = dst.as_mut_ptr() as *mut f32;
+            for lb in (0..full_l).step_by(8) {
+                for kb in (0..full_k).step_by(8) {
+                    x86::transpose_8x8(src.add(base + lb * line_stride + kb), line_stride, out.add(kb * w + lb), w);
+                }
+            }
+            for l in 0..valid {
+                let k_from = if l < full_l { full_k } else { 0 };
+                for p in k_from..kc {
+                    *out.add(p * w + l) = *src.add(base + l * line_stride + p);
+                }
+            }
+        }
+        return true;
+    }
+    false
 }
 
 fn pack_a<T: Float>(a: &MatRef<T>, mr: usize, rows: Range<usize>, ks: Range<usize>, out: &mut [T]) {

@@ -10,8 +10,9 @@
 use super::float::Float;
 use std::any::TypeId;
 
+/// exp for one f32; `Float::exp` for f32 is this, so any loop over it vectorises.
 #[inline(always)]
-fn exp_f32(x: f32) -> f32 {
+pub fn exp_f32(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;
