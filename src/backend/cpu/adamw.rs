@@ -23,12 +23,12 @@ fn step_impl<T: Float>(p: &mut [T], g: &[T], m: &mut [T], v: &mut [T], s: &AdamW
         .zip(g.par_chunks(CHUNK))
         .zip(m.par_chunks_mut(CHUNK).zip(v.par_chunks_mut(CHUNK)))
         .for_each(|((p, g), (m, v))| {
-            for i in 0..p.len() {
-                let gi = g[i] * gs;
-                m[i] = b1 * m[i] + (T::ONE - b1) * gi;
-                v[i] = b2 * v[i] + (T::ONE - b2) * gi * gi;
-                let update = (m[i] / bc1) / ((v[i] / bc2).sqrt() + eps);
-                p[i] = p[i] * decay - lr * update;
+            for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+                let g = g * gs;
+                *m = b1 * *m + (T::ONE - b1) * g;
+                *v = b2 * *v + (T::ONE - b2) * g * g;
+                let update = (*m / bc1) / ((*v / bc2).sqrt() + eps);
+                *p = *p * decay - lr * update;
             }
         });
 }

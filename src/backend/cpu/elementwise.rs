@@ -225,7 +225,7 @@ fn unary_backward_typed<T: Float>(x: &[T], g: &[T], op: UnaryOp) -> Vec<T> {
 
 pub fn unary(x: &CpuStorage, layout: &Layout, op: UnaryOp) -> Result<CpuStorage> {
     let data = float_data(x, layout, "unary")?;
-    Ok(with_float!(data, x => unary_typed(&x, op)).into_storage(x.dtype()))
+    Ok(with_float!(data, x => unary_typed(x, op)).into_storage(x.dtype()))
 }
 
 pub fn unary_backward(x: &CpuStorage, layout: &Layout, grad: &CpuStorage, grad_layout: &Layout, op: UnaryOp) -> Result<CpuStorage> {

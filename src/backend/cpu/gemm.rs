@@ -219,7 +219,7 @@ fn transpose_pack_f32<T: Float>(
     dst: &mut [T],
 ) -> bool {
     #[cfg(target_arch = "x86_64")]
-    if std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>() && w % 8 == 0 && std::is_x86_feature_detected!("avx2") {
+    if std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>() && w.is_multiple_of(8) && std::is_x86_feature_detected!("avx2") {
         let kc = ks.len();
         let base = m.offset + l0 * line_stride + ks.start;
         if valid > 0 {

@@ -4,7 +4,7 @@
 //! exp(x) = 2^n e^r with n = round(x log2 e) and r = x - n ln 2 (ln 2 split in two parts so r
 //! is exact), e^r from Cephes' degree-6 polynomial on [-ln2/2, ln2/2] (relative error below
 //! 2e-7), 2^n built in the exponent bits. No calls and no branches, so the loop vectorises; it
-//! is compiled three times (AVX-512, AVX2+FMA, baseline) and picked at run time. Inputs below
+//! is compiled three times (AVX-512, AVX2+FMA, baseline; `multiversion!`) and picked at run time. Inputs below
 //! -87.3 give 0 (so -inf gives exactly 0), above 88.37 they saturate, NaN stays NaN.
 
 use super::float::Float;
@@ -60,32 +60,73 @@ fn exp_shifted_sum_f32(xs: &mut [f32], shift: f32) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
-#[cfg(target_arch = "x86_64")]
-mod x86 {
-    #[target_feature(enable = "avx512f")]
-    pub unsafe fn exp_shifted_sum_avx512(xs: &mut [f32], shift: f32) -> f32 {
-        super::exp_shifted_sum_f32(xs, shift)
-    }
+/// The sum of exp(x - shift) over xs, which are left as they are.
+#[inline(always)]
+fn sum_exp_shifted_f32(xs: &[f32], shift: f32) -> f32 {
+    lane_sum(xs, |x| exp_f32(x - shift))
+}
 
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn exp_shifted_sum_avx2(xs: &mut [f32], shift: f32) -> f32 {
-        super::exp_shifted_sum_f32(xs, shift)
+/// out[i] = exp(x[i] - shift) * scale.
+#[inline(always)]
+fn exp_shifted_scaled_f32(out: &mut [f32], xs: &[f32], shift: f32, scale: f32) {
+    for (o, &x) in out.iter_mut().zip(xs) {
+        *o = exp_f32(x - shift) * scale;
     }
 }
 
-fn exp_shifted_sum_dispatch(xs: &mut [f32], shift: f32) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the feature was detected at run time.
-            return unsafe { x86::exp_shifted_sum_avx512(xs, shift) };
+/// Defines `$name(args) -> ret`, which runs `$body` compiled for AVX-512, else AVX2+FMA, else
+/// the baseline, picked at run time (std caches the detection).
+macro_rules! multiversion {
+    ($name:ident($($arg:ident: $ty:ty),*) -> $ret:ty = $body:path) => {
+        fn $name($($arg: $ty),*) -> $ret {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f")]
+                unsafe fn avx512($($arg: $ty),*) -> $ret {
+                    $body($($arg),*)
+                }
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn avx2($($arg: $ty),*) -> $ret {
+                    $body($($arg),*)
+                }
+                if std::is_x86_feature_detected!("avx512f") {
+                    // SAFETY: the feature was detected at run time.
+                    return unsafe { avx512($($arg),*) };
+                }
+                if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                    // SAFETY: as above.
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            $body($($arg),*)
         }
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-            // SAFETY: as above.
-            return unsafe { x86::exp_shifted_sum_avx2(xs, shift) };
-        }
+    };
+}
+
+multiversion!(exp_shifted_sum_dispatch(xs: &mut [f32], shift: f32) -> f32 = exp_shifted_sum_f32);
+multiversion!(sum_exp_shifted_dispatch(xs: &[f32], shift: f32) -> f32 = sum_exp_shifted_f32);
+multiversion!(exp_shifted_scaled_dispatch(out: &mut [f32], xs: &[f32], shift: f32, scale: f32) -> () = exp_shifted_scaled_f32);
+
+/// out[i] = exp(xs[i] - shift) * scale (vectorised for f32).
+pub fn exp_shifted_scaled<T: Float>(out: &mut [T], xs: &[T], shift: T, scale: T) {
+    if TypeId::of::<T>() == TypeId::of::<f32>() {
+        // SAFETY: T is f32 here.
+        let (o32, x32) = unsafe { (&mut *(out as *mut [T] as *mut [f32]), &*(xs as *const [T] as *const [f32])) };
+        return exp_shifted_scaled_dispatch(o32, x32, shift.to_f64() as f32, scale.to_f64() as f32);
     }
-    exp_shifted_sum_f32(xs, shift)
+    for (o, &x) in out.iter_mut().zip(xs) {
+        *o = (x - shift).exp() * scale;
+    }
+}
+
+/// The sum of exp(x - shift) over xs (vectorised for f32, exact scalar for f64).
+pub fn sum_exp_shifted<T: Float>(xs: &[T], shift: T) -> T {
+    if TypeId::of::<T>() == TypeId::of::<f32>() {
+        // SAFETY: T is f32 here.
+        let xs32 = unsafe { &*(xs as *const [T] as *const [f32]) };
+        return T::from_f64(sum_exp_shifted_dispatch(xs32, shift.to_f64() as f32) as f64);
+    }
+    xs.iter().fold(T::ZERO, |s, &x| s + (x - shift).exp())
 }
 
 /// xs[i] = exp(xs[i] - shift) for any float type; returns their sum. f32 takes the vectorised
@@ -118,6 +159,20 @@ pub fn lane_sum<T: Float>(xs: &[T], f: impl Fn(T) -> T) -> T {
     }
     let tail = chunks.remainder().iter().fold(T::ZERO, |s, &x| s + f(x));
     acc.iter().fold(tail, |s, &a| s + a)
+}
+
+/// The maximum of xs (-inf when empty) with 16 independent running maxima.
+#[inline(always)]
+pub fn lane_max<T: Float>(xs: &[T]) -> T {
+    let mut acc = [T::NEG_INFINITY; 16];
+    let mut chunks = xs.chunks_exact(16);
+    for c in &mut chunks {
+        for (a, &x) in acc.iter_mut().zip(c) {
+            *a = a.max(x);
+        }
+    }
+    let tail = chunks.remainder().iter().fold(T::NEG_INFINITY, |m, &x| m.max(x));
+    acc.iter().fold(tail, |m, &a| m.max(a))
 }
 
 #[cfg(test)]
