@@ -33,6 +33,7 @@ enum Command {
 
 fn main() {
     cli::signals::restore_sigpipe();
+    vlk::backend::cpu::keep_freed_buffers();
     let cli = Cli::parse();
     if let Some(path) = &cli.profile {
         vlk::profile::enable(path);

@@ -503,3 +503,92 @@ fn ceilings_json_reports_positive_rates() {
     }
     assert!(v["isa"].is_string() && v["threads"].as_u64() >= Some(1), "{v}");
 }
+
+#[test]
+fn bench_quick_suite_reports_every_workload_with_a_rate() {
+    let listed = vlk(&["bench", "--suite", "quick", "--list"]);
+    let names: Vec<String> = String::from_utf8_lossy(&listed.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next().map(String::from))
+        .collect();
+    assert!(names.len() >= 8, "{names:?}");
+    let out = vlk(&["bench", "--suite", "quick", "--json", "--repeats", "3", "--budget", "0.05"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is exactly one JSON value");
+    let rows = v["rows"].as_array().expect("rows");
+    let got: Vec<&str> = rows.iter().filter_map(|r| r["name"].as_str()).collect();
+    assert_eq!(got, names.iter().map(String::as_str).collect::<Vec<_>>());
+    for r in rows {
+        let (ms, rate, share) = (r["vlk"]["ms"].as_f64(), r["rate"].as_f64(), r["pct_of_ceiling"].as_f64());
+        assert!(ms > Some(0.0) && rate > Some(0.0) && share > Some(0.0), "{r}");
+        assert!(r["vlk"]["ms_p10"].as_f64() <= ms && ms <= r["vlk"]["ms_p90"].as_f64(), "{r}");
+        assert!(r["flops"].as_f64() > Some(0.0) || r["bytes"].as_f64() > Some(0.0), "{r}");
+    }
+    assert!(v["ceiling"]["fma_gflops_all_threads"].as_f64() > Some(0.0), "{v}");
+}
+
+#[test]
+fn bench_runs_kernels_through_the_emulator() {
+    let out = vlk(&[
+        "bench",
+        "--device",
+        "emu",
+        "--suite",
+        "quick",
+        "--only",
+        "gemm",
+        "--only",
+        "attn_fwd",
+        "--json",
+        "--repeats",
+        "3",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON value");
+    let rows = v["rows"].as_array().expect("rows");
+    assert_eq!(rows.len(), 2, "{v}");
+    assert!(
+        rows.iter().all(|r| r["device"] == "emu" && r["vlk"]["ms"].as_f64() > Some(0.0)),
+        "{v}"
+    );
+}
+
+#[test]
+fn bench_vs_torch_names_the_missing_piece() {
+    let out = vlk(&[
+        "bench",
+        "--suite",
+        "quick",
+        "--only",
+        "copy",
+        "--vs",
+        "torch",
+        "--python",
+        "/nonexistent/python3",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/nonexistent/python3") && err.contains("--python"), "{err}");
+    // python3 itself: without torch the script says how to install it; with torch the row has a ratio.
+    let out = vlk(&[
+        "bench",
+        "--suite",
+        "quick",
+        "--only",
+        "copy",
+        "--vs",
+        "torch",
+        "--python",
+        "python3",
+        "--json",
+        "--repeats",
+        "3",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    if out.status.success() {
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON value");
+        assert!(v["rows"][0]["torch"]["torch"]["ratio_vlk_over_torch"].as_f64() > Some(0.0), "{v}");
+    } else {
+        assert!(err.contains("cannot import torch") && err.contains("pip install torch"), "{err}");
+    }
+}

@@ -9,12 +9,46 @@ fn gather_vec<T: Copy>(v: &[T], layout: &Layout) -> Vec<T> {
         return v[start..end].to_vec();
     }
     let (outer, block) = layout.blocks();
+    let rank = layout.rank();
+    if block == 1 && rank >= 2 {
+        return gather_tiled(v, layout);
+    }
     let mut out = Vec::with_capacity(layout.elem_count());
     if block == 1 {
         out.extend(layout.offsets().map(|o| v[o]));
     } else {
         for o in outer {
             out.extend_from_slice(&v[o..o + block]);
+        }
+    }
+    out
+}
+
+/// Gather of a view whose last dim is strided (a transpose, as weight gradients often are): each
+/// [rows, cols] matrix of the last two dims is copied in TILE x TILE tiles, so reads and writes
+/// both stay within a few cache lines instead of one of them striding through memory.
+fn gather_tiled<T: Copy>(v: &[T], layout: &Layout) -> Vec<T> {
+    const TILE: usize = 32;
+    let rank = layout.rank();
+    let (shape, strides) = (layout.shape(), layout.strides());
+    let (rows, cols, rs, cs) = (shape[rank - 2], shape[rank - 1], strides[rank - 2], strides[rank - 1]);
+    let outer = Layout::new(shape[..rank - 2].to_vec(), strides[..rank - 2].to_vec(), layout.offset());
+    let mut out = Vec::with_capacity(layout.elem_count());
+    if layout.elem_count() == 0 {
+        return out;
+    }
+    for base in outer.offsets() {
+        let start = out.len();
+        out.resize(start + rows * cols, v[base]);
+        let dst = &mut out[start..];
+        for i0 in (0..rows).step_by(TILE) {
+            for j0 in (0..cols).step_by(TILE) {
+                for i in i0..(i0 + TILE).min(rows) {
+                    for j in j0..(j0 + TILE).min(cols) {
+                        dst[i * cols + j] = v[base + i * rs + j * cs];
+                    }
+                }
+            }
         }
     }
     out
