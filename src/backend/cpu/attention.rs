@@ -59,6 +59,14 @@ impl<'a, T> Heads<'a, T> {
     }
 }
 
+/// A B (A: rows x d, B: d x cols) into `buf` viewed as a row-major rows x cols strip.
+fn strip_product<'a, T: Float>(buf: &'a mut Vec<u64>, rows: usize, cols: usize, d: usize, a: &MatRef<T>, b: &MatRef<T>) -> &'a mut [T] {
+    let s = workspace::<T>(buf, rows * cols);
+    s.fill(T::ZERO);
+    gemm_serial(rows, cols, d, a, b, s, cols);
+    s
+}
+
 /// A row-major [rows, cols] strip as a matrix, or transposed.
 fn strip<T>(data: &[T], cols: usize, transposed: bool) -> MatRef<'_, T> {
     let (rs, cs) = if transposed { (1, cols) } else { (cols, 1) };
@@ -139,9 +147,7 @@ fn forward_impl<T: Float>(q: Heads<T>, k: Heads<T>, v: Heads<T>, dims: Dims, vis
                 }
                 STRIPS.with(|cell| {
                     let mut strips = cell.borrow_mut();
-                    let p = workspace::<T>(&mut strips.0, rows * keys);
-                    p.fill(T::ZERO);
-                    gemm_serial(rows, keys, d, &q.rows_from(b, h, i0), &k.transposed(b, h), p, keys);
+                    let p = strip_product(&mut strips.0, rows, keys, d, &q.rows_from(b, h, i0), &k.transposed(b, h));
                     for (r, row) in p.chunks_mut(keys).enumerate() {
                         let max = vis.scale_and_mask(row, b, sk, i0 + r, scale);
                         if max == T::NEG_INFINITY {
@@ -195,9 +201,7 @@ fn backward_impl<T: Float>(
                         continue;
                     }
                     // P from the saved logsumexp.
-                    let p = workspace::<T>(p_buf, rows * keys);
-                    p.fill(T::ZERO);
-                    gemm_serial(rows, keys, d, &q.rows_from(b, h, i0), &k.transposed(b, h), p, keys);
+                    let p = strip_product(p_buf, rows, keys, d, &q.rows_from(b, h, i0), &k.transposed(b, h));
                     for (r, row) in p.chunks_mut(keys).enumerate() {
                         let l = lse[i0 + r];
                         vis.scale_and_mask(row, b, sk, i0 + r, scale);
@@ -208,9 +212,7 @@ fn backward_impl<T: Float>(
                         }
                     }
                     // dS = P (dO V^T - rowsum(dO O)) * scale.
-                    let ds = workspace::<T>(ds_buf, rows * keys);
-                    ds.fill(T::ZERO);
-                    gemm_serial(rows, keys, d, &dout.rows_from(b, h, i0), &v.transposed(b, h), ds, keys);
+                    let ds = strip_product(ds_buf, rows, keys, d, &dout.rows_from(b, h, i0), &v.transposed(b, h));
                     for (r, (ds_row, p_row)) in ds.chunks_mut(keys).zip(p.chunks(keys)).enumerate() {
                         let i = i0 + r;
                         let delta = dot(dout.row(b, h, i, d), o.row(b, h, i, d));

@@ -9,18 +9,26 @@ use rayon::prelude::*;
 
 const PAR_CHUNK: usize = 1 << 15;
 
+/// f(chunk index, chunk) over `out` cut into `chunk`-element pieces: in parallel once `out` has
+/// PAR_CHUNK elements or more, on this thread below that (where sharing costs more than it saves).
+#[inline(always)]
+fn for_each_chunk<T: Send>(out: &mut [T], chunk: usize, f: impl Fn(usize, &mut [T]) + Sync) {
+    let chunk = chunk.max(1);
+    if out.len() < PAR_CHUNK {
+        out.chunks_mut(chunk).enumerate().for_each(|(i, c)| f(i, c));
+    } else {
+        out.par_chunks_mut(chunk).enumerate().for_each(|(i, c)| f(i, c));
+    }
+}
+
 /// out[i] = f(i) computed in parallel chunks.
 pub(crate) fn par_fill<T: Float>(len: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
     let mut out = vec![T::ZERO; len];
-    if len < PAR_CHUNK {
-        out.iter_mut().enumerate().for_each(|(i, o)| *o = f(i));
-    } else {
-        out.par_chunks_mut(PAR_CHUNK).enumerate().for_each(|(c, chunk)| {
-            for (j, o) in chunk.iter_mut().enumerate() {
-                *o = f(c * PAR_CHUNK + j);
-            }
-        });
-    }
+    for_each_chunk(&mut out, PAR_CHUNK, |c, chunk| {
+        for (j, o) in chunk.iter_mut().enumerate() {
+            *o = f(c * PAR_CHUNK + j);
+        }
+    });
     out
 }
 
@@ -124,12 +132,9 @@ fn derivative<T: Float>(op: UnaryOp, x: T) -> T {
 #[inline(always)]
 fn par_map<T: Float>(x: &[T], f: impl Fn(T) -> T + Sync) -> Vec<T> {
     let mut out = vec![T::ZERO; x.len()];
-    let run = |(o, x): (&mut [T], &[T])| o.iter_mut().zip(x).for_each(|(o, &x)| *o = f(x));
-    if x.len() < PAR_CHUNK {
-        run((&mut out, x));
-    } else {
-        out.par_chunks_mut(PAR_CHUNK).zip(x.par_chunks(PAR_CHUNK)).for_each(run);
-    }
+    for_each_chunk(&mut out, PAR_CHUNK, |c, o| {
+        o.iter_mut().zip(&x[c * PAR_CHUNK..]).for_each(|(o, &x)| *o = f(x))
+    });
     out
 }
 
@@ -212,14 +217,9 @@ fn unary_typed<T: Float>(x: &[T], op: UnaryOp) -> Vec<T> {
 
 fn unary_backward_typed<T: Float>(x: &[T], g: &[T], op: UnaryOp) -> Vec<T> {
     let mut out = g.to_vec();
-    for_each_unary!(op, derivative, f => {
-        let run = |(o, x): (&mut [T], &[T])| o.iter_mut().zip(x).for_each(|(o, &x)| *o *= f(x));
-        if out.len() < PAR_CHUNK {
-            run((&mut out, x));
-        } else {
-            out.par_chunks_mut(PAR_CHUNK).zip(x.par_chunks(PAR_CHUNK)).for_each(run);
-        }
-    });
+    for_each_unary!(op, derivative, f => for_each_chunk(&mut out, PAR_CHUNK, |c, o| {
+        o.iter_mut().zip(&x[c * PAR_CHUNK..]).for_each(|(o, &x)| *o *= f(x))
+    }));
     out
 }
 
@@ -282,29 +282,21 @@ fn zip_layouts<T: Float>(la: &Layout, a: &[T], lb: &Layout, b: &[T], f: impl Fn(
         return out;
     }
     if let (Some((a0, _)), Some((b0, _))) = (la.contiguous_range(), lb.contiguous_range()) {
-        let run = |(c, o): (usize, &mut [T])| row_apply(o, a, a0 + c * PAR_CHUNK, 1, b, b0 + c * PAR_CHUNK, 1, &f);
-        if out.len() < PAR_CHUNK {
-            run((0, &mut out));
-        } else {
-            out.par_chunks_mut(PAR_CHUNK).enumerate().for_each(run);
-        }
+        for_each_chunk(&mut out, PAR_CHUNK, |c, o| {
+            row_apply(o, a, a0 + c * PAR_CHUNK, 1, b, b0 + c * PAR_CHUNK, 1, &f)
+        });
         return out;
     }
     let (ra, sa) = rows(la);
     let (rb, sb) = rows(lb);
     let inner = la.shape().last().copied().unwrap_or(1).max(1);
     let rows_per_task = (PAR_CHUNK / inner).max(1);
-    let run = |(t, block): (usize, &mut [T])| {
+    for_each_chunk(&mut out, rows_per_task * inner, |t, block| {
         for (i, o) in block.chunks_mut(inner).enumerate() {
             let r = t * rows_per_task + i;
             row_apply(o, a, ra[r], sa, b, rb[r], sb, &f);
         }
-    };
-    if out.len() < PAR_CHUNK {
-        run((0, &mut out));
-    } else {
-        out.par_chunks_mut(rows_per_task * inner).enumerate().for_each(run);
-    }
+    });
     out
 }
 

@@ -166,8 +166,6 @@ thread_local! {
     // Reused packing buffers (u64 words, so f32 and f64 both fit aligned): no allocation per call.
     static PACKED_B: RefCell<Vec<u64>> = const { RefCell::new(Vec::new()) };
     static PACK_A: RefCell<Vec<u64>> = const { RefCell::new(Vec::new()) };
-    // gemm_serial's own pair, so a serial product inside a parallel one never shares a buffer.
-    static SERIAL_PACKS: RefCell<(Vec<u64>, Vec<u64>)> = const { RefCell::new((Vec::new(), Vec::new())) };
 }
 
 /// Packs `lines` (rows of A, or columns of B) over the k range `ks` into panels of `w`
@@ -183,13 +181,13 @@ fn pack<T: Float>(m: &MatRef<T>, line_stride: usize, k_stride: usize, w: usize, 
         if valid < w {
             dst.iter_mut().for_each(|x| *x = T::ZERO);
         }
-        if k_stride == 1 && transpose_pack_f32(m, line_stride, w, l0, valid, ks.clone(), dst) {
-            // Done 8 x 8 blocks at a time in registers.
-        } else if k_stride == 1 {
-            for l in 0..valid {
-                let src = &m.data[at(l, ks.start)..at(l, ks.start) + kc];
-                for (p, &v) in src.iter().enumerate() {
-                    dst[p * w + l] = v;
+        if k_stride == 1 {
+            if !transpose_pack_f32(m, line_stride, w, l0, valid, ks.clone(), dst) {
+                for l in 0..valid {
+                    let src = &m.data[at(l, ks.start)..at(l, ks.start) + kc];
+                    for (p, &v) in src.iter().enumerate() {
+                        dst[p * w + l] = v;
+                    }
                 }
             }
         } else if line_stride == 1 {
@@ -306,127 +304,120 @@ pub fn workspace<T: Float>(buf: &mut Vec<u64>, len: usize) -> &mut [T] {
 
 /// For each batch b: C_b (row-major m x n, contiguous after one another) += A_b B_b, with A_b
 /// (m x k) and B_b (k x n) strided. `c` holds batch * m * n elements, zeroed by the caller.
-///
-/// Loop order (BLIS): for each NC-column block and KC-deep slice, B is packed once (its NR
-/// panels in parallel) and shared; then M blocks, split further by column chunks when there
-/// are fewer blocks than threads, each pack their A block and run the micro-kernels.
+/// Products big enough to pay for it are split across threads.
 pub fn gemm_batched<T: Float>(m: usize, n: usize, k: usize, a: &[MatRef<T>], b: &[MatRef<T>], c: &mut [T]) {
-    let uk = micro_kernel::<T>();
     let parallel = m * n * k * a.len() >= (1 << 17);
-    let threads = if parallel { rayon::current_num_threads() } else { 1 };
     let cptr = SendPtr(c.as_mut_ptr());
-    PACKED_B.with(|packed| {
-        // A thread that waits inside rayon may be handed another product while its buffer is
-        // in use: that one packs into a buffer of its own.
-        let mut own = Vec::new();
-        let mut guard = packed.try_borrow_mut().ok();
-        let packed = guard.as_deref_mut().unwrap_or(&mut own);
+    with_packed_b(|packed| {
         for (bi, (am, bm)) in a.iter().zip(b).enumerate() {
-            for jc in (0..n).step_by(NC) {
-                let cols = jc..(jc + NC).min(n);
-                let panels = cols.len().div_ceil(uk.nr);
-                for pc in (0..k).step_by(KC) {
-                    let ks = pc..(pc + KC).min(k);
-                    let kc = ks.len();
-                    let pb = workspace::<T>(packed, panels * uk.nr * kc);
-                    let pack_panel = |(p, dst): (usize, &mut [T])| {
-                        let c0 = cols.start + p * uk.nr;
-                        pack_b(bm, uk.nr, ks.clone(), c0..(c0 + uk.nr).min(cols.end), dst)
-                    };
-                    if parallel {
-                        pb.par_chunks_mut(uk.nr * kc).enumerate().for_each(pack_panel);
-                    } else {
-                        pb.chunks_mut(uk.nr * kc).enumerate().for_each(pack_panel);
-                    }
-                    let pb: &[T] = pb;
-                    // Work items: (row block, panel range); enough of them to feed every thread.
-                    let m_blocks = m.div_ceil(MC);
-                    let chunks = threads.div_ceil(m_blocks).clamp(1, panels);
-                    let per_chunk = panels.div_ceil(chunks);
-                    let tasks: Vec<(Range<usize>, Range<usize>)> = (0..m)
-                        .step_by(MC)
-                        .flat_map(|r0| {
-                            (0..panels)
-                                .step_by(per_chunk)
-                                .map(move |p0| (r0..(r0 + MC).min(m), p0..(p0 + per_chunk).min(panels)))
-                        })
-                        .collect();
-                    let run = |(rows, prange): (Range<usize>, Range<usize>)| {
-                        PACK_A.with(|buf| {
-                            let mut buf = buf.borrow_mut();
-                            let pa = workspace::<T>(&mut buf, rows.len().div_ceil(uk.mr) * uk.mr * kc);
-                            pack_a(am, uk.mr, rows.clone(), ks.clone(), pa);
-                            let col0 = cols.start + prange.start * uk.nr;
-                            let ncols = (cols.start + prange.end * uk.nr).min(cols.end) - col0;
-                            // SAFETY: each task owns C rows `rows` x its columns; the packed B
-                            // panels it reads were written before the tasks started.
-                            unsafe {
-                                let c_tile = cptr.get().add(bi * m * n + rows.start * n + col0);
-                                macro_kernel(
-                                    &uk,
-                                    rows.len(),
-                                    ncols,
-                                    kc,
-                                    pa.as_ptr(),
-                                    pb.as_ptr().add(prange.start * uk.nr * kc),
-                                    c_tile,
-                                    n,
-                                );
-                            }
-                        })
-                    };
-                    if parallel && tasks.len() > 1 {
-                        tasks.into_par_iter().for_each(run);
-                    } else {
-                        tasks.into_iter().for_each(run);
-                    }
-                }
-            }
+            // SAFETY: c holds batch * m * n elements, so C_b (m rows of n) lies inside it.
+            let c_b = SendPtr(unsafe { cptr.get().add(bi * m * n) });
+            gemm_blocked(m, n, k, am, bm, c_b, n, parallel, packed);
         }
     });
 }
 
-/// C (row stride `ldc`) += A B, m x n x k, on the calling thread: the blocked loop of
-/// `gemm_batched` without its parallel split, for small products that a caller already runs in
-/// parallel (attention's per-head blocks).
+/// C (row stride `ldc`) += A B, m x n x k, on the calling thread: for small products that a
+/// caller already runs in parallel (attention's per-head blocks).
 #[allow(clippy::too_many_arguments)]
 pub fn gemm_serial<T: Float>(m: usize, n: usize, k: usize, a: &MatRef<T>, b: &MatRef<T>, c: &mut [T], ldc: usize) {
     if m == 0 || n == 0 || k == 0 {
         return;
     }
     assert!(ldc >= n && c.len() >= (m - 1) * ldc + n, "gemm_serial: C is too small");
+    let cptr = SendPtr(c.as_mut_ptr());
+    with_packed_b(|packed| gemm_blocked(m, n, k, a, b, cptr, ldc, false, packed));
+}
+
+/// Runs `f` with this thread's packed-B buffer. A thread that waits inside rayon may be handed
+/// another product while its buffer is in use: that one packs into a buffer of its own.
+fn with_packed_b(f: impl FnOnce(&mut Vec<u64>)) {
+    PACKED_B.with(|packed| {
+        let mut own = Vec::new();
+        let mut guard = packed.try_borrow_mut().ok();
+        f(guard.as_deref_mut().unwrap_or(&mut own))
+    })
+}
+
+/// C (at `c`, row stride `ldc`; m x n, zeroed or accumulated into) += A B.
+///
+/// Loop order (BLIS): for each NC-column block and KC-deep slice, B is packed once (its NR
+/// panels in parallel) and shared; then M blocks, split further by column chunks when there
+/// are fewer blocks than threads, each pack their A block and run the micro-kernels.
+#[allow(clippy::too_many_arguments)]
+fn gemm_blocked<T: Float>(
+    m: usize,
+    n: usize,
+    k: usize,
+    am: &MatRef<T>,
+    bm: &MatRef<T>,
+    c: SendPtr<T>,
+    ldc: usize,
+    parallel: bool,
+    packed: &mut Vec<u64>,
+) {
     let uk = micro_kernel::<T>();
-    SERIAL_PACKS.with(|cell| {
-        let mut own = (Vec::new(), Vec::new());
-        let mut guard = cell.try_borrow_mut().ok();
-        let (packed_b, packed_a) = match guard.as_deref_mut() {
-            Some((pb, pa)) => (pb, pa),
-            None => (&mut own.0, &mut own.1),
-        };
-        for jc in (0..n).step_by(NC) {
-            let cols = jc..(jc + NC).min(n);
-            let panels = cols.len().div_ceil(uk.nr);
-            for pc in (0..k).step_by(KC) {
-                let ks = pc..(pc + KC).min(k);
-                let kc = ks.len();
-                let pb = workspace::<T>(packed_b, panels * uk.nr * kc);
-                for (p, dst) in pb.chunks_mut(uk.nr * kc).enumerate() {
-                    let c0 = cols.start + p * uk.nr;
-                    pack_b(b, uk.nr, ks.clone(), c0..(c0 + uk.nr).min(cols.end), dst);
-                }
-                for ic in (0..m).step_by(MC) {
-                    let rows = ic..(ic + MC).min(m);
-                    let pa = workspace::<T>(packed_a, rows.len().div_ceil(uk.mr) * uk.mr * kc);
-                    pack_a(a, uk.mr, rows.clone(), ks.clone(), pa);
-                    // SAFETY: the tile rows x cols lies inside c (checked above).
+    let threads = if parallel { rayon::current_num_threads() } else { 1 };
+    for jc in (0..n).step_by(NC) {
+        let cols = jc..(jc + NC).min(n);
+        let panels = cols.len().div_ceil(uk.nr);
+        for pc in (0..k).step_by(KC) {
+            let ks = pc..(pc + KC).min(k);
+            let kc = ks.len();
+            let pb = workspace::<T>(packed, panels * uk.nr * kc);
+            let pack_panel = |(p, dst): (usize, &mut [T])| {
+                let c0 = cols.start + p * uk.nr;
+                pack_b(bm, uk.nr, ks.clone(), c0..(c0 + uk.nr).min(cols.end), dst)
+            };
+            if parallel {
+                pb.par_chunks_mut(uk.nr * kc).enumerate().for_each(pack_panel);
+            } else {
+                pb.chunks_mut(uk.nr * kc).enumerate().for_each(pack_panel);
+            }
+            let pb: &[T] = pb;
+            // Work items: (row block, panel range); enough of them to feed every thread.
+            let m_blocks = m.div_ceil(MC);
+            let chunks = threads.div_ceil(m_blocks).clamp(1, panels);
+            let per_chunk = panels.div_ceil(chunks);
+            let tasks: Vec<(Range<usize>, Range<usize>)> = (0..m)
+                .step_by(MC)
+                .flat_map(|r0| {
+                    (0..panels)
+                        .step_by(per_chunk)
+                        .map(move |p0| (r0..(r0 + MC).min(m), p0..(p0 + per_chunk).min(panels)))
+                })
+                .collect();
+            let run = |(rows, prange): (Range<usize>, Range<usize>)| {
+                PACK_A.with(|buf| {
+                    let mut buf = buf.borrow_mut();
+                    let pa = workspace::<T>(&mut buf, rows.len().div_ceil(uk.mr) * uk.mr * kc);
+                    pack_a(am, uk.mr, rows.clone(), ks.clone(), pa);
+                    let col0 = cols.start + prange.start * uk.nr;
+                    let ncols = (cols.start + prange.end * uk.nr).min(cols.end) - col0;
+                    // SAFETY: each task owns C rows `rows` x its columns; the packed B panels it
+                    // reads were written before the tasks started.
                     unsafe {
-                        let tile = c.as_mut_ptr().add(rows.start * ldc + cols.start);
-                        macro_kernel(&uk, rows.len(), cols.len(), kc, pa.as_ptr(), pb.as_ptr(), tile, ldc);
+                        let c_tile = c.get().add(rows.start * ldc + col0);
+                        macro_kernel(
+                            &uk,
+                            rows.len(),
+                            ncols,
+                            kc,
+                            pa.as_ptr(),
+                            pb.as_ptr().add(prange.start * uk.nr * kc),
+                            c_tile,
+                            ldc,
+                        );
                     }
-                }
+                })
+            };
+            if parallel && tasks.len() > 1 {
+                tasks.into_par_iter().for_each(run);
+            } else {
+                tasks.into_iter().for_each(run);
             }
         }
-    });
+    }
 }
 
 /// Offsets of each batch matrix for a [batch.., r, c] layout.

@@ -107,11 +107,20 @@ multiversion!(exp_shifted_sum_dispatch(xs: &mut [f32], shift: f32) -> f32 = exp_
 multiversion!(sum_exp_shifted_dispatch(xs: &[f32], shift: f32) -> f32 = sum_exp_shifted_f32);
 multiversion!(exp_shifted_scaled_dispatch(out: &mut [f32], xs: &[f32], shift: f32, scale: f32) -> () = exp_shifted_scaled_f32);
 
+/// xs as f32 when T is f32 (the vectorised paths), else None (f64: the exact scalar paths).
+fn as_f32<T: Float>(xs: &[T]) -> Option<&[f32]> {
+    // SAFETY: T is f32 when the ids match, so the slice is the same memory with the same type.
+    (TypeId::of::<T>() == TypeId::of::<f32>()).then(|| unsafe { &*(xs as *const [T] as *const [f32]) })
+}
+
+fn as_f32_mut<T: Float>(xs: &mut [T]) -> Option<&mut [f32]> {
+    // SAFETY: as in as_f32.
+    (TypeId::of::<T>() == TypeId::of::<f32>()).then(|| unsafe { &mut *(xs as *mut [T] as *mut [f32]) })
+}
+
 /// out[i] = exp(xs[i] - shift) * scale (vectorised for f32).
 pub fn exp_shifted_scaled<T: Float>(out: &mut [T], xs: &[T], shift: T, scale: T) {
-    if TypeId::of::<T>() == TypeId::of::<f32>() {
-        // SAFETY: T is f32 here.
-        let (o32, x32) = unsafe { (&mut *(out as *mut [T] as *mut [f32]), &*(xs as *const [T] as *const [f32])) };
+    if let (Some(o32), Some(x32)) = (as_f32_mut(out), as_f32(xs)) {
         return exp_shifted_scaled_dispatch(o32, x32, shift.to_f64() as f32, scale.to_f64() as f32);
     }
     for (o, &x) in out.iter_mut().zip(xs) {
@@ -121,10 +130,8 @@ pub fn exp_shifted_scaled<T: Float>(out: &mut [T], xs: &[T], shift: T, scale: T)
 
 /// The sum of exp(x - shift) over xs (vectorised for f32, exact scalar for f64).
 pub fn sum_exp_shifted<T: Float>(xs: &[T], shift: T) -> T {
-    if TypeId::of::<T>() == TypeId::of::<f32>() {
-        // SAFETY: T is f32 here.
-        let xs32 = unsafe { &*(xs as *const [T] as *const [f32]) };
-        return T::from_f64(sum_exp_shifted_dispatch(xs32, shift.to_f64() as f32) as f64);
+    if let Some(x32) = as_f32(xs) {
+        return T::from_f64(sum_exp_shifted_dispatch(x32, shift.to_f64() as f32) as f64);
     }
     xs.iter().fold(T::ZERO, |s, &x| s + (x - shift).exp())
 }
@@ -132,11 +139,8 @@ pub fn sum_exp_shifted<T: Float>(xs: &[T], shift: T) -> T {
 /// xs[i] = exp(xs[i] - shift) for any float type; returns their sum. f32 takes the vectorised
 /// path, f64 (gradient checks) the exact scalar one.
 pub fn exp_shifted_sum<T: Float>(xs: &mut [T], shift: T) -> T {
-    if TypeId::of::<T>() == TypeId::of::<f32>() {
-        // SAFETY: T is f32 here.
-        let xs32 = unsafe { &mut *(xs as *mut [T] as *mut [f32]) };
-        let s = exp_shifted_sum_dispatch(xs32, shift.to_f64() as f32);
-        return T::from_f64(s as f64);
+    if let Some(x32) = as_f32_mut(xs) {
+        return T::from_f64(exp_shifted_sum_dispatch(x32, shift.to_f64() as f32) as f64);
     }
     let mut sum = T::ZERO;
     for x in xs.iter_mut() {
