@@ -193,7 +193,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
             Err(e) => eprintln!("  {}: skipped: {e}", w.name),
         }
         if let Some(path) = &args.out {
-            write_atomic(path, &report_json(&rows, device, &ceiling, peer.as_ref()))?;
+            let report = report_json(&rows, device, &ceiling, peer.as_ref());
+            vlk::io::write_atomic(path, format!("{report:#}\n").as_bytes())?;
         }
     }
     if args.json {
@@ -210,14 +211,6 @@ fn report_json(rows: &[Row], device: Device, ceiling: &Ceiling, peer: Option<&To
     json!({"device": device.to_string(), "threads": rayon::current_num_threads(), "ceiling": ceiling.source, "torch": torch, "rows": items})
 }
 
-/// Writes next to `path` and renames, so a reader never sees half a file.
-fn write_atomic(path: &std::path::Path, v: &Value) -> Result<()> {
-    let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, format!("{v:#}\n"))
-        .and_then(|_| std::fs::rename(&tmp, path))
-        .map_err(|e| vlk::Error::msg(format!("bench: writing {}: {e}", path.display())))
-}
-
 fn describe(device: Device, ceiling: &Ceiling, torch: Option<&Value>) -> String {
     let mut s = format!("vlk bench on {device}, {} threads", rayon::current_num_threads());
     if let (Some(f), Some(b)) = (ceiling.gflops, ceiling.gbps) {
@@ -231,7 +224,8 @@ fn describe(device: Device, ceiling: &Ceiling, torch: Option<&Value>) -> String 
 
 /// Times one workload: warm-up, then rounds alternating vlk and (when asked) PyTorch.
 fn bench_one(w: &Workload, device: Device, args: &BenchArgs, flush: Option<&Tensor>, peer: Option<&mut TorchPeer>) -> Result<Row> {
-    let mut run = w.prepare(device)?;
+    let mut prepared = w.prepare(device)?;
+    let run = &mut prepared.run;
     let first = time_once(device, flush, &mut *run)?;
     let repeats = ((args.budget * 1e3 / first.max(1e-3)) as usize).clamp(3, args.repeats.max(3));
     let rounds = if peer.is_some() { 3.min(repeats) } else { 1 };
@@ -240,7 +234,7 @@ fn bench_one(w: &Workload, device: Device, args: &BenchArgs, flush: Option<&Tens
     let mut torch_ms: Vec<(String, Vec<f64>)> = Vec::new();
     let mut torch_err = None;
     let mut peer = match peer {
-        Some(p) => match p.setup(&w.spec()?) {
+        Some(p) => match p.setup(&prepared.spec) {
             Ok(_) => Some(p),
             Err(e) => {
                 torch_err = Some(e.to_string());
@@ -285,7 +279,7 @@ fn bench_one(w: &Workload, device: Device, args: &BenchArgs, flush: Option<&Tens
         name: w.name.clone(),
         shape: w.shape(),
         dtype: w.dtype,
-        work: w.work()?,
+        work: prepared.work,
         repeats: vlk_ms.len(),
         vlk: Stats::of(vlk_ms),
         torch,

@@ -26,8 +26,9 @@ pub enum Model {
     VitB32,
 }
 
+/// A kernel-level workload: one op on random inputs.
 #[derive(Clone, Copy)]
-pub enum Op {
+pub enum Kernel {
     Gemm {
         m: usize,
         n: usize,
@@ -57,18 +58,27 @@ pub enum Op {
     Copy {
         n: usize,
     },
-    ClipImage {
-        model: Model,
-        batch: usize,
-    },
-    ClipText {
-        model: Model,
-        batch: usize,
-    },
-    ClipTrain {
-        model: Model,
-        batch: usize,
-    },
+}
+
+/// What a CLIP workload runs: the image tower, the text tower (inference), or a training step.
+#[derive(Clone, Copy)]
+pub enum ClipTask {
+    Image,
+    Text,
+    Train,
+}
+
+#[derive(Clone, Copy)]
+pub enum Op {
+    Kernel(Kernel),
+    Clip { task: ClipTask, model: Model, batch: usize },
+}
+
+/// A workload made ready to time: the run itself, its work, and its description for PyTorch.
+pub struct Prepared {
+    pub run: Box<dyn FnMut() -> Result<()>>,
+    pub work: Work,
+    pub spec: Value,
 }
 
 pub struct Workload {
@@ -95,23 +105,30 @@ fn w(name: &str, op: Op, dtype: DType) -> Workload {
 
 /// The workloads of a suite, in the order they run.
 pub fn suite(suite: Suite) -> Vec<Workload> {
+    use ClipTask::{Image, Text, Train};
     use DType::{BF16, F32};
     use Model::{Small, VitB32};
-    let attn = |b, h, s, d, causal, backward| Op::Attention {
-        b,
-        h,
-        s,
-        d,
-        causal,
-        backward,
+    let attn = |b, h, s, d, causal, backward| {
+        Op::Kernel(Kernel::Attention {
+            b,
+            h,
+            s,
+            d,
+            causal,
+            backward,
+        })
     };
-    let square = |n| Op::Gemm { m: n, n, k: n };
+    let gemm = |m, n, k| Op::Kernel(Kernel::Gemm { m, n, k });
+    let square = |n| gemm(n, n, n);
+    let denoise = |n| Op::Kernel(Kernel::Denoise { n });
+    let copy = |n| Op::Kernel(Kernel::Copy { n });
+    let clip = |task, model, batch| Op::Clip { task, model, batch };
     match suite {
         Suite::Cpu => vec![
             w("gemm_f32_n512", square(512), F32),
             w("gemm_f32_n1024", square(1024), F32),
             w("gemm_f32_n2048", square(2048), F32),
-            w("gemm_f32_vit_mlp", Op::Gemm { m: 400, n: 3072, k: 768 }, F32),
+            w("gemm_f32_vit_mlp", gemm(400, 3072, 768), F32),
             w("gemm_bf16_n1024", square(1024), BF16),
             w("attn_fwd_f32_s197_d64", attn(8, 8, 197, 64, false, false), F32),
             w("attn_bwd_f32_s197_d64", attn(8, 8, 197, 64, false, true), F32),
@@ -120,13 +137,13 @@ pub fn suite(suite: Suite) -> Vec<Workload> {
             w("layernorm_bwd_f32_32768x1024", ln(32768, 1024, true), F32),
             w("xent_fwd_f32_2048x32768", xent(2048, 32768, false), F32),
             w("xent_bwd_f32_2048x32768", xent(2048, 32768, true), F32),
-            w("denoise_f32", Op::Denoise { n: 1 << 24 }, F32),
-            w("copy_f32", Op::Copy { n: 1 << 26 }, F32),
-            w("vit_b32_image_b1", Op::ClipImage { model: VitB32, batch: 1 }, F32),
-            w("vit_b32_image_b8", Op::ClipImage { model: VitB32, batch: 8 }, F32),
-            w("vit_b32_text_b8", Op::ClipText { model: VitB32, batch: 8 }, F32),
-            w("clip_train_small_b64", Op::ClipTrain { model: Small, batch: 64 }, F32),
-            w("clip_train_vit_b32_b8", Op::ClipTrain { model: VitB32, batch: 8 }, F32),
+            w("denoise_f32", denoise(1 << 24), F32),
+            w("copy_f32", copy(1 << 26), F32),
+            w("vit_b32_image_b1", clip(Image, VitB32, 1), F32),
+            w("vit_b32_image_b8", clip(Image, VitB32, 8), F32),
+            w("vit_b32_text_b8", clip(Text, VitB32, 8), F32),
+            w("clip_train_small_b64", clip(Train, Small, 64), F32),
+            w("clip_train_vit_b32_b8", clip(Train, VitB32, 8), F32),
         ],
         Suite::Gpu => {
             let mut v: Vec<Workload> = [1024, 4096, 8192]
@@ -144,36 +161,36 @@ pub fn suite(suite: Suite) -> Vec<Workload> {
                 w("layernorm_bwd_bf16", ln(32768, 4096, true), BF16),
                 w("xent_fwd_bf16", xent(8192, 32768, false), BF16),
                 w("xent_bwd_bf16", xent(8192, 32768, true), BF16),
-                w("denoise_bf16", Op::Denoise { n: 1 << 26 }, BF16),
-                w("copy_bf16", Op::Copy { n: 1 << 28 }, BF16),
-                w("vit_b32_image_b8_bf16", Op::ClipImage { model: VitB32, batch: 8 }, BF16),
-                w("vit_b32_image_b256_bf16", Op::ClipImage { model: VitB32, batch: 256 }, BF16),
-                w("vit_b32_text_b256_bf16", Op::ClipText { model: VitB32, batch: 256 }, BF16),
-                w("clip_train_vit_b32_b256_bf16", Op::ClipTrain { model: VitB32, batch: 256 }, BF16),
+                w("denoise_bf16", denoise(1 << 26), BF16),
+                w("copy_bf16", copy(1 << 28), BF16),
+                w("vit_b32_image_b8_bf16", clip(Image, VitB32, 8), BF16),
+                w("vit_b32_image_b256_bf16", clip(Image, VitB32, 256), BF16),
+                w("vit_b32_text_b256_bf16", clip(Text, VitB32, 256), BF16),
+                w("clip_train_vit_b32_b256_bf16", clip(Train, VitB32, 256), BF16),
             ]);
             v
         }
         Suite::Quick => vec![
-            w("gemm_f32_n67", Op::Gemm { m: 67, n: 45, k: 33 }, F32),
+            w("gemm_f32_n67", gemm(67, 45, 33), F32),
             w("attn_fwd_f32", attn(1, 2, 19, 8, true, false), F32),
             w("attn_bwd_f32", attn(1, 2, 19, 8, false, true), F32),
             w("layernorm_fwd_f32", ln(33, 40, false), F32),
             w("layernorm_bwd_f32", ln(33, 40, true), F32),
             w("xent_fwd_f32", xent(9, 70, false), F32),
             w("xent_bwd_f32", xent(9, 70, true), F32),
-            w("denoise_f32", Op::Denoise { n: 1000 }, F32),
-            w("copy_f32", Op::Copy { n: 1000 }, F32),
-            w("clip_train_small_b4", Op::ClipTrain { model: Small, batch: 4 }, F32),
+            w("denoise_f32", denoise(1000), F32),
+            w("copy_f32", copy(1000), F32),
+            w("clip_train_small_b4", clip(Train, Small, 4), F32),
         ],
     }
 }
 
 fn ln(rows: usize, cols: usize, backward: bool) -> Op {
-    Op::LayerNorm { rows, cols, backward }
+    Op::Kernel(Kernel::LayerNorm { rows, cols, backward })
 }
 
 fn xent(rows: usize, classes: usize, backward: bool) -> Op {
-    Op::Xent { rows, classes, backward }
+    Op::Kernel(Kernel::Xent { rows, classes, backward })
 }
 
 fn denoise_params() -> DenoiseParams {
@@ -200,9 +217,17 @@ impl Model {
             Model::VitB32 => (ClipConfig::vit_b32(), ClipTokenizer::bundled()?),
         })
     }
+
+    fn name(self) -> &'static str {
+        match self {
+            Model::Small => "small CLIP",
+            Model::VitB32 => "ViT-B/32",
+        }
+    }
 }
 
-/// A training batch: `batch` shapes captions and their token ids and padding mask.
+/// Token ids for a text batch (row-major, `len` a row), with the captions they encode when a
+/// training step needs them, and the padding mask.
 struct TextBatch {
     captions: Vec<String>,
     ids: Vec<u32>,
@@ -210,53 +235,130 @@ struct TextBatch {
     len: usize,
 }
 
-/// Token ids for a workload: shapes captions (tokenized and padded as training does) for a
-/// training step; for the text tower, full-context random ids ending in the end token.
-fn text_batch(op: Op, config: &ClipConfig, tokenizer: &ClipTokenizer) -> Result<TextBatch> {
-    let text = &config.text;
-    match op {
-        Op::ClipTrain { batch, .. } => {
-            let shapes = Shapes::new(ShapesConfig::default())?;
-            let (_, captions) = shapes.batch(Split::Train, 0, batch);
-            let refs: Vec<&str> = captions.iter().map(String::as_str).collect();
-            let tokens = tokenizer.encode_batch(&refs, text.max_position_embeddings, Device::Cpu)?;
-            let len = tokens.ids.dims()[1];
-            Ok(TextBatch {
-                captions,
-                ids: tokens.ids.to_vec::<u32>()?,
-                mask: Some(tokens.mask.to_vec::<u32>()?),
-                len,
-            })
-        }
-        _ => {
-            let (batch, len) = match op {
-                Op::ClipText { batch, .. } => (batch, text.max_position_embeddings),
-                _ => (0, 0),
-            };
-            // The end token last (the highest id where the config uses transformers' legacy
-            // rule of pooling at the largest id), random ordinary tokens before it.
-            let vocab = text.vocab_size as u32;
-            let end = if text.eos_token_id == 2 {
-                vocab - 1
-            } else {
-                text.eos_token_id as u32
-            };
-            let ids = (0..batch * len)
-                .map(|i| {
-                    if i % len == len - 1 {
-                        end
-                    } else {
-                        3 + (i as u32).wrapping_mul(7919) % (vocab - 4)
-                    }
-                })
-                .collect();
-            Ok(TextBatch {
+/// What a CLIP workload is built from, made once: the config, its tokenizer and the tokens.
+struct ClipInputs {
+    config: ClipConfig,
+    tokenizer: ClipTokenizer,
+    text: TextBatch,
+}
+
+impl ClipInputs {
+    /// A training step gets shapes captions, tokenized and padded as training does; the text
+    /// tower full-context random ids ending in the end token; the image tower no tokens.
+    fn new(task: ClipTask, model: Model, batch: usize) -> Result<Self> {
+        let (config, tokenizer) = model.config()?;
+        let text = &config.text;
+        let text = match task {
+            ClipTask::Train => {
+                let shapes = Shapes::new(ShapesConfig::default())?;
+                let (_, captions) = shapes.batch(Split::Train, 0, batch);
+                let refs: Vec<&str> = captions.iter().map(String::as_str).collect();
+                let tokens = tokenizer.encode_batch(&refs, text.max_position_embeddings, Device::Cpu)?;
+                TextBatch {
+                    captions,
+                    len: tokens.ids.dims()[1],
+                    ids: tokens.ids.to_vec::<u32>()?,
+                    mask: Some(tokens.mask.to_vec::<u32>()?),
+                }
+            }
+            ClipTask::Text => {
+                let len = text.max_position_embeddings;
+                // The end token last (the highest id where the config uses transformers' legacy
+                // rule of pooling at the largest id), random ordinary tokens before it.
+                let vocab = text.vocab_size as u32;
+                let end = if text.eos_token_id == 2 {
+                    vocab - 1
+                } else {
+                    text.eos_token_id as u32
+                };
+                let ids = (0..batch * len)
+                    .map(|i| {
+                        if i % len == len - 1 {
+                            end
+                        } else {
+                            3 + (i as u32).wrapping_mul(7919) % (vocab - 4)
+                        }
+                    })
+                    .collect();
+                TextBatch {
+                    captions: Vec::new(),
+                    ids,
+                    mask: None,
+                    len,
+                }
+            }
+            ClipTask::Image => TextBatch {
                 captions: Vec::new(),
-                ids,
+                ids: Vec::new(),
                 mask: None,
-                len,
-            })
+                len: 0,
+            },
+        };
+        Ok(ClipInputs { config, tokenizer, text })
+    }
+
+    /// FLOPs of one run: the towers' forward, three times over for a training step (backward
+    /// costs twice the forward, a product for each operand).
+    fn work(&self, task: ClipTask, batch: usize) -> Work {
+        let (c, b) = (&self.config, batch as f64);
+        Work::Flops(match task {
+            ClipTask::Image => b * c.vision.forward_flops(),
+            ClipTask::Text => b * c.text.forward_flops(self.text.len),
+            ClipTask::Train => 3.0 * b * (c.vision.forward_flops() + c.text.forward_flops(self.text.len)),
+        })
+    }
+
+    fn spec(&self, task: ClipTask, batch: usize) -> Value {
+        let op = match task {
+            ClipTask::Image => "clip_image",
+            ClipTask::Text => "clip_text",
+            ClipTask::Train => "clip_train",
+        };
+        let mut v = json!({"op": op, "batch": batch, "config": self.config.to_json()});
+        if !self.text.ids.is_empty() {
+            v["ids"] = json!(self.text.ids);
         }
+        if let Some(mask) = &self.text.mask {
+            v["mask"] = json!(mask);
+        }
+        v
+    }
+
+    fn runner(self, task: ClipTask, batch: usize, dtype: DType, device: Device) -> Result<Box<dyn FnMut() -> Result<()>>> {
+        let size = self.config.vision.image_size;
+        Ok(match task {
+            ClipTask::Image => {
+                let pixels = Tensor::randn(&mut Rng::new(0), &[batch, 3, size, size], 0.0, 1.0, dtype, device)?;
+                let clip = Clip::new(self.config, device, dtype, 0)?;
+                Box::new(move || vlk::no_grad(|| clip.image_embeds(&pixels)).map(drop))
+            }
+            ClipTask::Text => {
+                let ids = Tensor::from_vec(self.text.ids, &[batch, self.text.len], device)?;
+                let clip = Clip::new(self.config, device, dtype, 0)?;
+                Box::new(move || vlk::no_grad(|| clip.text_embeds(&ids, None)).map(drop))
+            }
+            ClipTask::Train => {
+                let pixels = Tensor::randn(&mut Rng::new(1), &[batch, 3, size, size], 0.0, 1.0, DType::F32, device)?;
+                let train = TrainConfig {
+                    steps: u64::MAX,
+                    batch,
+                    lr: 1e-4,
+                    min_lr: 1e-4,
+                    warmup_steps: 0,
+                    weight_decay: 0.1,
+                    max_grad_norm: 1.0,
+                    seed: 0,
+                    text_freeze_steps: 0,
+                    mixed_precision: dtype != DType::F32,
+                };
+                let mut trainer = ClipTrainer::new(self.config, self.tokenizer, train, device)?;
+                let captions = self.text.captions;
+                Box::new(move || {
+                    let refs: Vec<&str> = captions.iter().map(String::as_str).collect();
+                    trainer.train_step(&pixels, &refs).map(drop)
+                })
+            }
+        })
     }
 }
 
@@ -264,23 +366,50 @@ impl Workload {
     /// A short text of the shape, for the table.
     pub fn shape(&self) -> String {
         match self.op {
-            Op::Gemm { m, n, k } => format!("{m}x{n}x{k}"),
-            Op::Attention { b, h, s, d, causal, .. } => format!("b{b} h{h} s{s} d{d}{}", if causal { " causal" } else { "" }),
-            Op::LayerNorm { rows, cols, .. } => format!("{rows}x{cols}"),
-            Op::Xent { rows, classes, .. } => format!("{rows}x{classes}"),
-            Op::Denoise { n } | Op::Copy { n } => format!("{n}"),
-            Op::ClipImage { model, batch } | Op::ClipTrain { model, batch } | Op::ClipText { model, batch } => {
-                format!("{} batch {batch}", model.name())
-            }
+            Op::Kernel(k) => k.shape(),
+            Op::Clip { model, batch, .. } => format!("{} batch {batch}", model.name()),
         }
     }
 
-    /// FLOPs (compute-bound work) or bytes moved (memory-bound work) of one run.
-    pub fn work(&self) -> Result<Work> {
-        let e = self.dtype.size_in_bytes() as f64;
-        Ok(match self.op {
-            Op::Gemm { m, n, k } => Work::Flops(2.0 * (m * n * k) as f64),
-            Op::Attention {
+    /// Builds the inputs (and model) on `device`: the run to time, its FLOPs (compute-bound
+    /// work) or bytes moved (memory-bound work), and the description for scripts/torch_bench.py.
+    pub fn prepare(&self, device: Device) -> Result<Prepared> {
+        let mut prepared = match self.op {
+            Op::Kernel(k) => Prepared {
+                work: k.work(self.dtype),
+                spec: k.spec(),
+                run: k.runner(self.dtype, device)?,
+            },
+            Op::Clip { task, model, batch } => {
+                let inputs = ClipInputs::new(task, model, batch)?;
+                Prepared {
+                    work: inputs.work(task, batch),
+                    spec: inputs.spec(task, batch),
+                    run: inputs.runner(task, batch, self.dtype, device)?,
+                }
+            }
+        };
+        prepared.spec["dtype"] = json!(self.dtype.to_string());
+        Ok(prepared)
+    }
+}
+
+impl Kernel {
+    fn shape(self) -> String {
+        match self {
+            Kernel::Gemm { m, n, k } => format!("{m}x{n}x{k}"),
+            Kernel::Attention { b, h, s, d, causal, .. } => format!("b{b} h{h} s{s} d{d}{}", if causal { " causal" } else { "" }),
+            Kernel::LayerNorm { rows, cols, .. } => format!("{rows}x{cols}"),
+            Kernel::Xent { rows, classes, .. } => format!("{rows}x{classes}"),
+            Kernel::Denoise { n } | Kernel::Copy { n } => format!("{n}"),
+        }
+    }
+
+    fn work(self, dtype: DType) -> Work {
+        let e = dtype.size_in_bytes() as f64;
+        match self {
+            Kernel::Gemm { m, n, k } => Work::Flops(2.0 * (m * n * k) as f64),
+            Kernel::Attention {
                 b,
                 h,
                 s,
@@ -293,30 +422,18 @@ impl Workload {
                 Work::Flops(if backward { 2.5 * fwd } else { fwd })
             }
             // Forward reads x and writes y; backward reads x and dy and writes dx.
-            Op::LayerNorm { rows, cols, backward } => Work::Bytes((rows * cols) as f64 * e * if backward { 3.0 } else { 2.0 }),
+            Kernel::LayerNorm { rows, cols, backward } => Work::Bytes((rows * cols) as f64 * e * if backward { 3.0 } else { 2.0 }),
             // Forward reads the logits; backward reads them and writes the gradient.
-            Op::Xent { rows, classes, backward } => Work::Bytes((rows * classes) as f64 * e * if backward { 2.0 } else { 1.0 }),
-            Op::Denoise { n } => Work::Bytes(5.0 * n as f64 * e),
-            Op::Copy { n } => Work::Bytes(2.0 * n as f64 * e),
-            Op::ClipImage { model, batch } => Work::Flops(batch as f64 * model.config()?.0.vision.forward_flops()),
-            Op::ClipText { model, batch } => {
-                let (c, _) = model.config()?;
-                Work::Flops(batch as f64 * c.text.forward_flops(c.text.max_position_embeddings))
-            }
-            Op::ClipTrain { model, batch } => {
-                let (c, tokenizer) = model.config()?;
-                let len = text_batch(self.op, &c, &tokenizer)?.len;
-                // Backward costs twice the forward (a product for each operand).
-                Work::Flops(3.0 * batch as f64 * (c.vision.forward_flops() + c.text.forward_flops(len)))
-            }
-        })
+            Kernel::Xent { rows, classes, backward } => Work::Bytes((rows * classes) as f64 * e * if backward { 2.0 } else { 1.0 }),
+            Kernel::Denoise { n } => Work::Bytes(5.0 * n as f64 * e),
+            Kernel::Copy { n } => Work::Bytes(2.0 * n as f64 * e),
+        }
     }
 
-    /// The description scripts/torch_bench.py builds the same work from.
-    pub fn spec(&self) -> Result<Value> {
-        let mut v = match self.op {
-            Op::Gemm { m, n, k } => json!({"op": "gemm", "m": m, "n": n, "k": k}),
-            Op::Attention {
+    fn spec(self) -> Value {
+        match self {
+            Kernel::Gemm { m, n, k } => json!({"op": "gemm", "m": m, "n": n, "k": k}),
+            Kernel::Attention {
                 b,
                 h,
                 s,
@@ -324,51 +441,31 @@ impl Workload {
                 causal,
                 backward,
             } => json!({"op": if backward { "attn_bwd" } else { "attn_fwd" }, "b": b, "h": h, "s": s, "d": d, "causal": causal}),
-            Op::LayerNorm { rows, cols, backward } => {
+            Kernel::LayerNorm { rows, cols, backward } => {
                 json!({"op": if backward { "layernorm_bwd" } else { "layernorm_fwd" }, "rows": rows, "cols": cols})
             }
-            Op::Xent { rows, classes, backward } => {
+            Kernel::Xent { rows, classes, backward } => {
                 json!({"op": if backward { "xent_bwd" } else { "xent_fwd" }, "rows": rows, "classes": classes})
             }
-            Op::Denoise { n } => {
+            Kernel::Denoise { n } => {
                 let p = denoise_params();
                 json!({"op": "denoise", "n": n, "params": {"guidance": p.guidance, "sqrt_alpha_bar": p.sqrt_alpha_bar,
                        "sqrt_one_minus_alpha_bar": p.sqrt_one_minus_alpha_bar, "c_x0": p.c_x0, "c_xt": p.c_xt, "c_noise": p.c_noise}})
             }
-            Op::Copy { n } => json!({"op": "copy", "n": n}),
-            Op::ClipImage { model, batch } | Op::ClipText { model, batch } | Op::ClipTrain { model, batch } => {
-                let (config, tokenizer) = model.config()?;
-                let op = match self.op {
-                    Op::ClipImage { .. } => "clip_image",
-                    Op::ClipText { .. } => "clip_text",
-                    _ => "clip_train",
-                };
-                let mut v = json!({"op": op, "batch": batch, "config": config.to_json()});
-                let text = text_batch(self.op, &config, &tokenizer)?;
-                if !text.ids.is_empty() {
-                    v["ids"] = json!(text.ids);
-                }
-                if let Some(mask) = text.mask {
-                    v["mask"] = json!(mask);
-                }
-                v
-            }
-        };
-        v["dtype"] = json!(self.dtype.to_string());
-        Ok(v)
+            Kernel::Copy { n } => json!({"op": "copy", "n": n}),
+        }
     }
 
-    /// Builds the inputs (and model) on `device` and returns the run to time.
-    pub fn prepare(&self, device: Device) -> Result<Box<dyn FnMut() -> Result<()>>> {
+    /// Random inputs on `device` and the run to time.
+    fn runner(self, dtype: DType, device: Device) -> Result<Box<dyn FnMut() -> Result<()>>> {
         let mut rng = Rng::new(0);
-        let dtype = self.dtype;
         let mut randn = |shape: &[usize]| Tensor::randn(&mut rng, shape, 0.0, 1.0, dtype, device);
-        Ok(match self.op {
-            Op::Gemm { m, n, k } => {
+        Ok(match self {
+            Kernel::Gemm { m, n, k } => {
                 let (a, b) = (randn(&[m, k])?, randn(&[k, n])?);
                 Box::new(move || vlk::no_grad(|| a.matmul(&b)).map(drop))
             }
-            Op::Attention {
+            Kernel::Attention {
                 b,
                 h,
                 s,
@@ -389,7 +486,7 @@ impl Workload {
                 let g = randn(out.dims())?;
                 Box::new(move || out.backward_with_grad(&g).map(drop))
             }
-            Op::LayerNorm { rows, cols, backward } => {
+            Kernel::LayerNorm { rows, cols, backward } => {
                 let (x, gamma, beta) = (randn(&[rows, cols])?, randn(&[cols])?, randn(&[cols])?);
                 if !backward {
                     return Ok(Box::new(move || vlk::no_grad(|| x.layer_norm(&gamma, &beta, 1e-5)).map(drop)));
@@ -399,7 +496,7 @@ impl Workload {
                 let g = randn(y.dims())?;
                 Box::new(move || y.backward_with_grad(&g).map(drop))
             }
-            Op::Xent { rows, classes, backward } => {
+            Kernel::Xent { rows, classes, backward } => {
                 let logits = randn(&[rows, classes])?;
                 let targets: Vec<i64> = (0..rows).map(|i| (i * 7919 % classes) as i64).collect();
                 let targets = Tensor::from_vec(targets, &[rows], device)?;
@@ -413,62 +510,15 @@ impl Workload {
                 let g = randn(loss.dims())?;
                 Box::new(move || loss.backward_with_grad(&g).map(drop))
             }
-            Op::Denoise { n } => {
+            Kernel::Denoise { n } => {
                 let (x, c, u, z) = (randn(&[n])?, randn(&[n])?, randn(&[n])?, randn(&[n])?);
                 let p = denoise_params();
                 Box::new(move || Tensor::denoise_step(&x, &c, Some(&u), Some(&z), &p).map(drop))
             }
-            Op::Copy { n } => {
+            Kernel::Copy { n } => {
                 let x = randn(&[n])?;
                 Box::new(move || x.contiguous_copy().map(drop))
             }
-            Op::ClipImage { model, batch } => {
-                let (config, _) = model.config()?;
-                let size = config.vision.image_size;
-                let pixels = randn(&[batch, 3, size, size])?;
-                let clip = Clip::new(config, device, dtype, 0)?;
-                Box::new(move || vlk::no_grad(|| clip.image_embeds(&pixels)).map(drop))
-            }
-            Op::ClipText { model, batch } => {
-                let (config, tokenizer) = model.config()?;
-                let text = text_batch(self.op, &config, &tokenizer)?;
-                let ids = Tensor::from_vec(text.ids, &[batch, text.len], device)?;
-                let clip = Clip::new(config, device, dtype, 0)?;
-                Box::new(move || vlk::no_grad(|| clip.text_embeds(&ids, None)).map(drop))
-            }
-            Op::ClipTrain { model, batch } => {
-                let (config, tokenizer) = model.config()?;
-                let text = text_batch(self.op, &config, &tokenizer)?;
-                let size = config.vision.image_size;
-                let pixels = Tensor::randn(&mut Rng::new(1), &[batch, 3, size, size], 0.0, 1.0, DType::F32, device)?;
-                let train = TrainConfig {
-                    steps: u64::MAX,
-                    batch,
-                    lr: 1e-4,
-                    min_lr: 1e-4,
-                    warmup_steps: 0,
-                    weight_decay: 0.1,
-                    max_grad_norm: 1.0,
-                    seed: 0,
-                    text_freeze_steps: 0,
-                    mixed_precision: dtype != DType::F32,
-                };
-                let mut trainer = ClipTrainer::new(config, tokenizer, train, device)?;
-                let captions = text.captions;
-                Box::new(move || {
-                    let refs: Vec<&str> = captions.iter().map(String::as_str).collect();
-                    trainer.train_step(&pixels, &refs).map(drop)
-                })
-            }
         })
-    }
-}
-
-impl Model {
-    fn name(self) -> &'static str {
-        match self {
-            Model::Small => "small CLIP",
-            Model::VitB32 => "ViT-B/32",
-        }
     }
 }
