@@ -2,6 +2,9 @@
 //! run (parameters, AdamW moments, step counter and RNG all restored); a corrupted checkpoint is
 //! refused with a message naming the file while its predecessor is still there.
 
+mod common;
+
+use common::Scratch;
 use std::path::Path;
 use vlk::nn::{Linear, ParamStore};
 use vlk::optim::{AdamW, AdamWConfig, CosineSchedule};
@@ -70,7 +73,7 @@ fn save(ck: &Checkpointer, run: &Run, step: u64) {
 
 #[test]
 fn resume_reproduces_the_uninterrupted_run_bit_for_bit() {
-    let dir = std::env::temp_dir().join(format!("vlk-ckpt-{}", std::process::id()));
+    let dir = Scratch::new("resume");
     let ck = Checkpointer::new(&dir, 2);
     let mut full = new_run();
     let mut losses = Vec::new();
@@ -109,5 +112,4 @@ fn resume_reproduces_the_uninterrupted_run_bit_for_bit() {
     save(&ck, &full, 20);
     let steps: Vec<u64> = ck.list().unwrap().iter().map(|c| c.step).collect();
     assert_eq!(steps, vec![15, 20]);
-    std::fs::remove_dir_all(&dir).ok();
 }

@@ -4,6 +4,7 @@
 
 mod common;
 
+use common::Scratch;
 use vlk::data::tokenizer::ClipTokenizer;
 use vlk::Device;
 
@@ -118,7 +119,7 @@ fn tokenizer_matches_python_tokenizers_on_100_strings() {
 
 #[test]
 fn save_and_reload_round_trips() {
-    let dir = std::env::temp_dir().join(format!("vlk-clip-save-{}", std::process::id()));
+    let dir = Scratch::new("save");
     let clip = Clip::load(&fixture("clip-gelu"), Device::Cpu, DType::F32).unwrap();
     clip.save(&dir).unwrap();
     let again = Clip::load(&dir, Device::Cpu, DType::F32).unwrap();
@@ -127,13 +128,11 @@ fn save_and_reload_round_trips() {
         assert_eq!(t1.to_vec::<f32>().unwrap(), t2.to_vec::<f32>().unwrap(), "{n1}");
     }
     assert_eq!(again.config, clip.config);
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]
 fn bad_checkpoint_directories_are_clear_errors() {
-    let tmp = std::env::temp_dir().join(format!("vlk-clip-bad-{}", std::process::id()));
-    std::fs::create_dir_all(&tmp).unwrap();
+    let tmp = Scratch::new("bad");
     // No config.
     let e = Clip::load(&tmp, Device::Cpu, DType::F32).err().unwrap().to_string();
     assert!(e.contains("config.json") && e.contains("cannot read the model config"), "{e}");
@@ -161,7 +160,6 @@ fn bad_checkpoint_directories_are_clear_errors() {
         e.contains("'logit_scale'") && e.contains("F64") && e.contains("f32, f16, bf16"),
         "{e}"
     );
-    std::fs::remove_dir_all(&tmp).ok();
 }
 
 #[test]
@@ -299,10 +297,10 @@ fn word_level_tokenizer_round_trips_through_a_file() {
     let tok = ClipTokenizer::word_level(&["a", "red", "circle", "on", "the", "left"]).unwrap();
     assert_eq!(tok.encode("A red  circle, on the LEFT").unwrap(), vec![0, 3, 4, 5, 2, 6, 7, 8, 1]);
     assert_eq!(tok.eos_id(), 1);
-    let path = std::env::temp_dir().join(format!("vlk-wordlevel-{}.json", std::process::id()));
+    let dir = Scratch::new("wordlevel");
+    let path = dir.join("tokenizer.json");
     tok.save(&path).unwrap();
     let again = ClipTokenizer::from_file(&path).unwrap();
     assert_eq!(again.encode("the red circle").unwrap(), vec![0, 7, 4, 5, 1]);
     assert!(ClipTokenizer::word_level(&["a", "a"]).is_err());
-    std::fs::remove_file(&path).ok();
 }

@@ -1,38 +1,19 @@
 //! Bad checkpoints give errors that name the file, the tensor and the shapes, and saving never
 //! destroys the previous file.
 
+mod common;
+
+use common::Scratch;
+use std::path::PathBuf;
 use vlk::io::safetensors::{load, load_into, save, LoadOptions};
 use vlk::nn::{Init, ParamStore};
 use vlk::{DType, Device, Tensor};
 
-/// `model.safetensors` in a fresh temporary directory, removed when the test is done with it.
-struct TmpFile(std::path::PathBuf);
-
-impl std::ops::Deref for TmpFile {
-    type Target = std::path::Path;
-    fn deref(&self) -> &std::path::Path {
-        &self.0
-    }
-}
-
-impl AsRef<std::path::Path> for TmpFile {
-    fn as_ref(&self) -> &std::path::Path {
-        &self.0
-    }
-}
-
-impl Drop for TmpFile {
-    fn drop(&mut self) {
-        if let Some(dir) = self.0.parent() {
-            std::fs::remove_dir_all(dir).ok();
-        }
-    }
-}
-
-fn tmp(name: &str) -> TmpFile {
-    let dir = std::env::temp_dir().join(format!("vlk-io-test-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    TmpFile(dir.join("model.safetensors"))
+/// `model.safetensors` in a fresh temporary directory, removed when the returned guard drops.
+fn tmp(name: &str) -> (Scratch, PathBuf) {
+    let dir = Scratch::new(name);
+    let path = dir.join("model.safetensors");
+    (dir, path)
 }
 
 fn store_with(shape: &[usize]) -> ParamStore {
@@ -43,7 +24,7 @@ fn store_with(shape: &[usize]) -> ParamStore {
 
 #[test]
 fn truncated_file_is_an_error_naming_the_file() {
-    let path = tmp("truncated");
+    let (_dir, path) = tmp("truncated");
     save(&path, &store_with(&[8, 8]).named()).unwrap();
     let bytes = std::fs::read(&path).unwrap();
     std::fs::write(&path, &bytes[..bytes.len() - 10]).unwrap();
@@ -61,7 +42,7 @@ fn truncated_file_is_an_error_naming_the_file() {
 
 #[test]
 fn wrong_shape_names_tensor_and_both_shapes() {
-    let path = tmp("shape");
+    let (_dir, path) = tmp("shape");
     save(&path, &store_with(&[4, 3]).named()).unwrap();
     let target = store_with(&[3, 4]);
     let before = target.get("layer.weight").unwrap().to_vec::<f32>().unwrap();
@@ -76,7 +57,7 @@ fn wrong_shape_names_tensor_and_both_shapes() {
 
 #[test]
 fn missing_and_unexpected_tensors() {
-    let path = tmp("missing");
+    let (_dir, path) = tmp("missing");
     save(&path, &store_with(&[2]).named()).unwrap();
     let target = ParamStore::new(Device::Cpu, DType::F32, 0);
     target.root().param("other.bias", &[2], Init::Zeros).unwrap();
@@ -101,7 +82,7 @@ fn missing_and_unexpected_tensors() {
 
 #[test]
 fn unsupported_dtype_is_refused() {
-    let path = tmp("dtype");
+    let (_dir, path) = tmp("dtype");
     // An int8 tensor, written with the safetensors crate directly.
     let view = safetensors::tensor::TensorView::new(safetensors::Dtype::I8, vec![4], &[1u8, 2, 3, 4]).unwrap();
     let bytes = safetensors::serialize(vec![("layer.weight", view)], None).unwrap();
@@ -112,7 +93,7 @@ fn unsupported_dtype_is_refused() {
 
 #[test]
 fn dtypes_round_trip_and_save_is_atomic() {
-    let path = tmp("roundtrip");
+    let (_dir, path) = tmp("roundtrip");
     let vals = vec![1.5f32, -2.25, 3.0, 0.125];
     let tensors: Vec<(String, Tensor)> = [DType::F32, DType::F16, DType::BF16, DType::F64]
         .iter()

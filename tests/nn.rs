@@ -3,6 +3,7 @@
 
 mod common;
 
+use common::Scratch;
 use vlk::io::safetensors::{load_into, save, LoadOptions};
 use vlk::nn::{Activation, LayerNorm, Linear, Mlp, MultiHeadAttention, ParamStore, Scope};
 use vlk::ops::AttentionOptions;
@@ -86,7 +87,7 @@ fn mlp_learns_xor_like_problem_with_adamw() {
 
 #[test]
 fn transformer_block_round_trips_through_safetensors() {
-    let dir = std::env::temp_dir().join(format!("vlk-nn-test-{}", std::process::id()));
+    let dir = Scratch::new("block");
     let path = dir.join("block.safetensors");
     let mut rng = Rng::new(5);
     let x = Tensor::randn(&mut rng, &[2, 7, 16], 0.0, 1.0, DType::F32, Device::Cpu).unwrap();
@@ -121,7 +122,6 @@ fn transformer_block_round_trips_through_safetensors() {
         .unwrap();
     let err = out.iter().zip(&before).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
     assert!(err < 0.2, "bf16 block output within bf16 rounding: {err}");
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]

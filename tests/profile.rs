@@ -3,8 +3,11 @@
 //! binary's `--profile` flag and VLK_PROFILE. Profiling is process-wide, so these tests run one
 //! at a time and no other test shares this binary.
 
+mod common;
+
+use common::Scratch;
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::{Mutex, MutexGuard};
 use vlk::{profile, DType, Device, Rng, Tensor};
@@ -12,31 +15,6 @@ use vlk::{profile, DType, Device, Rng, Tensor};
 fn serial() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// A fresh directory under the system temp dir, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!("vlk-profile-{}-{name}", std::process::id()));
-        std::fs::remove_dir_all(&dir).ok();
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl std::ops::Deref for TempDir {
-    type Target = Path;
-    fn deref(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        std::fs::remove_dir_all(&self.0).ok();
-    }
 }
 
 /// matmul, layer norm and softmax cross-entropy, forward and backward, inside a "test.step" scope.
@@ -101,7 +79,7 @@ fn printed_shares(table: &str) -> Vec<f64> {
 #[test]
 fn cpu_ops_are_traced_with_shapes_nesting_and_self_times_that_add_up() {
     let _serial = serial();
-    let dir = TempDir::new("cpu");
+    let dir = Scratch::new("cpu");
     let path = dir.join("trace.json");
     profile::enable(&path);
     forward_backward(Device::Cpu);
@@ -169,7 +147,7 @@ fn cpu_ops_are_traced_with_shapes_nesting_and_self_times_that_add_up() {
 #[test]
 fn emulator_kernels_are_traced_inside_the_ops_that_launch_them() {
     let _serial = serial();
-    let dir = TempDir::new("emu");
+    let dir = Scratch::new("emu");
     let path = dir.join("nested/emu-trace.json");
     profile::enable(&path);
     forward_backward(Device::Emu);
@@ -202,7 +180,7 @@ fn emulator_kernels_are_traced_inside_the_ops_that_launch_them() {
 #[test]
 fn an_unwritable_trace_is_an_error_naming_the_path() {
     let _serial = serial();
-    let dir = TempDir::new("unwritable");
+    let dir = Scratch::new("unwritable");
     let blocker = dir.join("not-a-dir");
     std::fs::write(&blocker, "a file").unwrap();
     profile::enable(blocker.join("trace.json"));
@@ -213,7 +191,7 @@ fn an_unwritable_trace_is_an_error_naming_the_path() {
 #[test]
 fn the_binary_writes_a_trace_with_profile_or_vlk_profile() {
     let _serial = serial();
-    let dir = TempDir::new("cli");
+    let dir = Scratch::new("cli");
     let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/clip-f16");
     let embed = [
         "clip",

@@ -1,14 +1,10 @@
 //! Training reports: the charts are real PNGs with text in them (the bundled font renders), and
 //! bad tiles are refused by name.
 
-use std::path::PathBuf;
-use vlk::train::report::{image_grid, training_chart, Series, Tile};
+mod common;
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("vlk-report-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+use common::Scratch;
+use vlk::train::report::{image_grid, training_chart, Series, Tile};
 
 fn is_white(p: &image::Rgb<u8>) -> bool {
     p.0 == [255, 255, 255]
@@ -16,7 +12,7 @@ fn is_white(p: &image::Rgb<u8>) -> bool {
 
 #[test]
 fn training_chart_draws_curves_and_labelled_axes() {
-    let dir = scratch("chart");
+    let dir = Scratch::new("chart");
     let loss: Vec<(f64, f64)> = (1..=200).map(|s| (s as f64, 4.0 / (1.0 + s as f64 / 20.0))).collect();
     let accuracy = vec![
         Series {
@@ -50,12 +46,11 @@ fn training_chart_draws_curves_and_labelled_axes() {
     loss[10].1 = f64::NAN;
     training_chart(&path, &loss, &[]).unwrap();
     assert_eq!(image::open(&path).unwrap().to_rgb8().dimensions(), (900, 420));
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]
 fn image_grid_lays_out_tiles_and_refuses_bad_ones() {
-    let dir = scratch("grid");
+    let dir = Scratch::new("grid");
     let side = 8;
     let red: Vec<f32> = (0..3 * side * side).map(|i| if i < side * side { 1.0 } else { 0.0 }).collect();
     let tile = |title: &str| Tile {
@@ -84,5 +79,4 @@ fn image_grid_lays_out_tiles_and_refuses_bad_ones() {
     let err = image_grid(&path, &[bad], 3, 64).unwrap_err().to_string();
     assert!(err.contains("broken") && err.contains("grid.png"), "{err}");
     assert!(image_grid(&path, &[], 3, 64).is_err());
-    std::fs::remove_dir_all(&dir).ok();
 }

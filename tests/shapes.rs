@@ -1,6 +1,9 @@
 //! The `shapes` dataset: samples are reproducible, captions and objects say what is drawn, the
 //! held-out pairs stay out of training, and bad configurations are errors.
 
+mod common;
+
+use common::Scratch;
 use std::collections::BTreeMap;
 use vlk::data::shapes::{Colour, Object, Position, Sample, Shape, Shapes, ShapesConfig, Size, Split, HELD_OUT};
 
@@ -357,8 +360,7 @@ fn bad_configs_are_errors() {
 fn png_round_trips_and_bad_paths_name_the_path() {
     let d = dataset(32, 7, 0.3, 0.02);
     let s = d.sample(Split::Train, 0);
-    let dir = std::env::temp_dir().join(format!("vlk-shapes-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = Scratch::new("png");
     let path = dir.join("sample.png");
     d.to_png(&s, &path).unwrap();
     let img = image::open(&path).unwrap().to_rgb8();
@@ -372,7 +374,6 @@ fn png_round_trips_and_bad_paths_name_the_path() {
     assert!(e.contains(&bad.display().to_string()), "{e}");
     let e = dataset(48, 7, 0.3, 0.02).to_png(&s, &path).unwrap_err().to_string();
     assert!(e.contains("48x48"), "{e}");
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
@@ -402,7 +403,8 @@ fn rendered_images_preprocess_like_their_png_files() {
     let shapes = Shapes::new(ShapesConfig::default()).unwrap();
     let proc = vlk::data::image::ImageProcessor::clip(32);
     let sample = shapes.sample(Split::TestSeen, 7);
-    let path = std::env::temp_dir().join(format!("vlk-shapes-pre-{}.png", std::process::id()));
+    let dir = Scratch::new("preprocess");
+    let path = dir.join("sample.png");
     shapes.to_png(&sample, &path).unwrap();
     let from_file = proc.process(&vlk::data::image::load_image(&path).unwrap());
     let mut rendered = sample.image.clone();
@@ -410,5 +412,4 @@ fn rendered_images_preprocess_like_their_png_files() {
     let worst = from_file.iter().zip(&rendered).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
     // One 8-bit level over the smallest std (0.26) is 0.015.
     assert!(worst < 0.016, "largest difference {worst}");
-    std::fs::remove_file(&path).ok();
 }

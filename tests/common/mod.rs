@@ -1,8 +1,35 @@
-//! Helpers shared by the integration tests: random tensors and the finite-difference gradient
-//! check.
+//! Helpers shared by the integration tests: random tensors, the finite-difference gradient
+//! check, and scratch directories.
 #![allow(dead_code)]
 
+use std::path::{Path, PathBuf};
 use vlk::{DType, Device, Result, Rng, Tensor};
+
+/// A fresh directory under the system temp dir, named by the test binary, the process and
+/// `name`, removed when the test is done with it.
+pub struct Scratch(PathBuf);
+
+impl Scratch {
+    pub fn new(name: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!("vlk-{}-{}-{name}", env!("CARGO_CRATE_NAME"), std::process::id()));
+        std::fs::remove_dir_all(&dir).ok();
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+}
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        std::fs::remove_dir_all(&self.0).ok();
+    }
+}
 
 pub fn randn(rng: &mut Rng, shape: &[usize]) -> Tensor {
     Tensor::randn(rng, shape, 0.0, 1.0, DType::F64, Device::Cpu).unwrap()
