@@ -488,15 +488,20 @@ fn ceilings_json_reports_positive_rates() {
     assert!(v["isa"].is_string() && v["threads"].as_u64() >= Some(1), "{v}");
 }
 
+/// `vlk bench --suite quick` with more arguments.
+fn bench_quick(args: &[&str]) -> Output {
+    vlk(&[&["bench", "--suite", "quick"], args].concat())
+}
+
 #[test]
 fn bench_quick_suite_reports_every_workload_with_a_rate() {
-    let listed = vlk(&["bench", "--suite", "quick", "--list"]);
+    let listed = bench_quick(&["--list"]);
     let names: Vec<String> = String::from_utf8_lossy(&listed.stdout)
         .lines()
         .filter_map(|l| l.split_whitespace().next().map(String::from))
         .collect();
     assert!(names.len() >= 8, "{names:?}");
-    let out = vlk(&["bench", "--suite", "quick", "--json", "--repeats", "3", "--budget", "0.05"]);
+    let out = bench_quick(&["--json", "--repeats", "3", "--budget", "0.05"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is exactly one JSON value");
     let rows = v["rows"].as_array().expect("rows");
@@ -513,12 +518,9 @@ fn bench_quick_suite_reports_every_workload_with_a_rate() {
 
 #[test]
 fn bench_runs_kernels_through_the_emulator() {
-    let out = vlk(&[
-        "bench",
+    let out = bench_quick(&[
         "--device",
         "emu",
-        "--suite",
-        "quick",
         "--only",
         "gemm",
         "--only",
@@ -539,35 +541,12 @@ fn bench_runs_kernels_through_the_emulator() {
 
 #[test]
 fn bench_vs_torch_names_the_missing_piece() {
-    let out = vlk(&[
-        "bench",
-        "--suite",
-        "quick",
-        "--only",
-        "copy",
-        "--vs",
-        "torch",
-        "--python",
-        "/nonexistent/python3",
-    ]);
+    let out = bench_quick(&["--only", "copy", "--vs", "torch", "--python", "/nonexistent/python3"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("/nonexistent/python3") && err.contains("--python"), "{err}");
     // python3 itself: without torch the script says how to install it; with torch the row has a ratio.
-    let out = vlk(&[
-        "bench",
-        "--suite",
-        "quick",
-        "--only",
-        "copy",
-        "--vs",
-        "torch",
-        "--python",
-        "python3",
-        "--json",
-        "--repeats",
-        "3",
-    ]);
+    let out = bench_quick(&["--only", "copy", "--vs", "torch", "--python", "python3", "--json", "--repeats", "3"]);
     let err = String::from_utf8_lossy(&out.stderr);
     if out.status.success() {
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON value");
