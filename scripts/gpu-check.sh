@@ -9,7 +9,8 @@
 #      norm, softmax-xent, denoise, copy, ViT-B/32 towers and a training step, each beside PyTorch
 #      eager and torch.compile where it applies, timed with CUDA events, L2 flushed between
 #      repeats, vlk and torch interleaved) -> $OUT/bench.json (rewritten after every row),
-#      the table -> $OUT/bench.txt, progress -> $OUT/bench.log;
+#      the table -> $OUT/bench.txt, progress -> $OUT/bench.log; if PyTorch cannot start, the
+#      same bench without it;
 #   4. a SUMMARY line. Exit status: non-zero if the device tests failed (or did not run).
 # Output folder: $OUT if set, else ./gpu-out. Time limits in seconds (environment):
 #   GPU_TEST_TIMEOUT (150), BENCH_TIMEOUT (330); BENCH_BUDGET (1.5: seconds of timed runs per
@@ -93,6 +94,14 @@ if [ -n "$vlk" ]; then
     --torch-script "$torch_py" --budget "$budget" --out "$out/bench.json" ${BENCH_ARGS:-} \
     > "$out/bench.txt" 2> "$out/bench.log"
   bench_rc=$?
+  if [ "$bench_rc" -ne 0 ] && [ ! -s "$out/bench.json" ]; then
+    # PyTorch could not start (or failed before the first row): keep vlk's own timings.
+    echo "bench --vs torch gave no rows ($(tail -n 1 "$out/bench.log")); again without PyTorch"
+    # shellcheck disable=SC2086
+    timeout -k 10 "$t_bench" "$vlk" bench --device cuda --budget "$budget" --out "$out/bench.json" ${BENCH_ARGS:-} \
+      > "$out/bench.txt" 2>> "$out/bench.log"
+    bench_rc=$?
+  fi
   cat "$out/bench.txt"
   tail -n 20 "$out/bench.log"
 else
