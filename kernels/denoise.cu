@@ -6,8 +6,10 @@
 //   prediction 0 (epsilon): eps = m,  x0 = (x_t - sqrt(1-abar) * eps) / sqrt(abar)
 //   prediction 1 (v):       x0 = sqrt(abar) * x_t - sqrt(1-abar) * m,
 //                           eps = sqrt(abar) * m + sqrt(1-abar) * x_t
-//   clip_sample > 0:        x0 = clamp(x0, -clip_sample, clip_sample),
-//                           eps = (x_t - sqrt(abar) * x0) / sqrt(1-abar)   (recomputed)
+//   clip_sample > 0:        x0 = clamp(x0, -clip_sample, clip_sample); eps keeps the model's
+//                           prediction (as diffusers' DDIM does by default; an eps re-derived
+//                           from the clipped x0 is a combination of x0 and x_t, so the host
+//                           folds it into c_x0 and c_xt when a sampler wants it)
 //   out = c_x0 * x0 + c_xt * x_t + c_eps * eps + (noise ? c_noise * noise : 0)
 //
 // abar = abar_t (cumulative product of alpha up to step t); the host passes
@@ -48,7 +50,7 @@ using vlk::store_k;
 
 
 struct StepCoef {
-  float guidance, sa, s1m, inv_sa, inv_s1m, clip, c_x0, c_xt, c_eps, c_noise;
+  float guidance, sa, s1m, inv_sa, clip, c_x0, c_xt, c_eps, c_noise;
   int prediction;
 };
 
@@ -85,10 +87,7 @@ __device__ __forceinline__ void denoise_range(const T* __restrict__ x_t, const T
         x0 = k.sa * xt[j] - k.s1m * m[j];
         eps = k.sa * m[j] + k.s1m * xt[j];
       }
-      if (k.clip > 0.0f) {
-        x0 = fminf(fmaxf(x0, -k.clip), k.clip);
-        eps = (xt[j] - k.sa * x0) * k.inv_s1m;
-      }
+      if (k.clip > 0.0f) x0 = fminf(fmaxf(x0, -k.clip), k.clip);
       xt[j] = k.c_x0 * x0 + k.c_xt * xt[j] + k.c_eps * eps + k.c_noise * z[j];
     }
     store_k<K>(out, i, xt);
@@ -104,7 +103,6 @@ __device__ __forceinline__ void denoise_step_impl(
                       sqrt_alpha_bar,
                       sqrt_one_minus_alpha_bar,
                       1.0f / sqrt_alpha_bar,
-                      1.0f / sqrt_one_minus_alpha_bar,
                       clip_sample,
                       c_x0,
                       c_xt,

@@ -10,6 +10,7 @@ pub mod autograd;
 pub mod backend;
 pub mod data;
 mod device;
+pub mod diffusion;
 mod dtype;
 mod error;
 pub mod io;

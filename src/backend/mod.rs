@@ -192,7 +192,8 @@ pub enum Prediction {
 
 /// One fused diffusion update (DDPM or DDIM; the scheduler computes the coefficients):
 /// m = uncond + guidance (cond - uncond) (or cond alone); x0 and eps from m per `prediction`
-/// (x0 clipped to [-clip, clip] when clip > 0, eps then recomputed from it);
+/// (x0 clipped to [-clip, clip] when clip > 0; eps stays the model's prediction, as in
+/// diffusers' DDIM);
 /// out = c_x0 x0 + c_xt x_t + c_eps eps + c_noise noise.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct DenoiseParams {

@@ -4,6 +4,7 @@
 
 pub mod clip;
 mod config;
+pub mod dit;
 mod encoder;
 pub mod text;
 pub mod vit;
@@ -11,4 +12,5 @@ pub mod vit_hf;
 
 pub use clip::Clip;
 pub use config::{ClipConfig, ClipTextConfig, ClipVisionConfig};
+pub use dit::{Dit, DitCondition, DitConditioning, DitConfig, TextCondition};
 pub use encoder::{Encoder, EncoderLayer};

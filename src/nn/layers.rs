@@ -15,14 +15,18 @@ pub struct Linear {
 }
 
 impl Linear {
+    /// PyTorch's default initialisation (weight and bias uniform in +-1/sqrt(in_dim)).
     pub fn new(scope: &Scope, in_dim: usize, out_dim: usize, bias: bool) -> Result<Self> {
-        let weight = scope.param("weight", &[out_dim, in_dim], Init::FanInUniform { fan_in: in_dim })?;
-        let bias = if bias {
-            Some(scope.param("bias", &[out_dim], Init::FanInUniform { fan_in: in_dim })?)
-        } else {
-            None
-        };
-        Ok(Linear { weight, bias })
+        let init = Init::FanInUniform { fan_in: in_dim };
+        Self::with_init(scope, in_dim, out_dim, init, bias.then_some(init))
+    }
+
+    /// A layer whose weight and bias (when `bias` is given) start as the initialisers say.
+    pub fn with_init(scope: &Scope, in_dim: usize, out_dim: usize, weight: Init, bias: Option<Init>) -> Result<Self> {
+        Ok(Linear {
+            weight: scope.param("weight", &[out_dim, in_dim], weight)?,
+            bias: bias.map(|init| scope.param("bias", &[out_dim], init)).transpose()?,
+        })
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
@@ -167,16 +171,26 @@ pub struct MultiHeadAttention {
     pub heads: usize,
 }
 
+/// The parameter names of the four projections: transformers' and diffusers'.
+pub const HF_ATTENTION_NAMES: [&str; 4] = ["q_proj", "k_proj", "v_proj", "out_proj"];
+pub const DIFFUSERS_ATTENTION_NAMES: [&str; 4] = ["to_q", "to_k", "to_v", "to_out.0"];
+
 impl MultiHeadAttention {
     pub fn new(scope: &Scope, dim: usize, kv_dim: usize, heads: usize) -> Result<Self> {
+        Self::named(scope, dim, kv_dim, heads, HF_ATTENTION_NAMES)
+    }
+
+    /// The projections `names` = [query, key, value, output] under `scope`.
+    pub fn named(scope: &Scope, dim: usize, kv_dim: usize, heads: usize, names: [&str; 4]) -> Result<Self> {
         if heads == 0 || !dim.is_multiple_of(heads) {
             return Err(Error::shape("attention", format!("width {dim} is not divisible by {heads} heads")));
         }
+        let [q, k, v, out] = names;
         Ok(MultiHeadAttention {
-            q_proj: Linear::new(&scope.pp("q_proj"), dim, dim, true)?,
-            k_proj: Linear::new(&scope.pp("k_proj"), kv_dim, dim, true)?,
-            v_proj: Linear::new(&scope.pp("v_proj"), kv_dim, dim, true)?,
-            out_proj: Linear::new(&scope.pp("out_proj"), dim, dim, true)?,
+            q_proj: Linear::new(&scope.pp(q), dim, dim, true)?,
+            k_proj: Linear::new(&scope.pp(k), kv_dim, dim, true)?,
+            v_proj: Linear::new(&scope.pp(v), kv_dim, dim, true)?,
+            out_proj: Linear::new(&scope.pp(out), dim, dim, true)?,
             heads,
         })
     }

@@ -6,5 +6,7 @@ mod layers;
 mod params;
 
 pub use init::Init;
-pub use layers::{Activation, Embedding, LayerNorm, Linear, Mlp, MultiHeadAttention, PatchEmbed};
+pub use layers::{
+    Activation, Embedding, LayerNorm, Linear, Mlp, MultiHeadAttention, PatchEmbed, DIFFUSERS_ATTENTION_NAMES, HF_ATTENTION_NAMES,
+};
 pub use params::{ParamStore, Scope};

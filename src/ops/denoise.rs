@@ -26,7 +26,7 @@ impl Tensor {
                 format!("operand {:?} does not match x_t {:?}", bad.dims(), x_t.dims()),
             ));
         }
-        if params.sqrt_alpha_bar <= 0.0 || (params.clip_sample > 0.0 && params.sqrt_one_minus_alpha_bar <= 0.0) {
+        if params.sqrt_alpha_bar <= 0.0 || params.sqrt_one_minus_alpha_bar < 0.0 {
             return Err(Error::msg(format!(
                 "denoise_step: invalid schedule values sqrt(abar) = {}, sqrt(1 - abar) = {}",
                 params.sqrt_alpha_bar, params.sqrt_one_minus_alpha_bar

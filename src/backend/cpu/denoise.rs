@@ -17,13 +17,12 @@ fn run<T: Float>(x: &[T], cond: &[T], uncond: Option<&[T]>, noise: Option<&[T]>,
             Some(u) => u[i] + f(p.guidance) * (cond[i] - u[i]),
             None => cond[i],
         };
-        let (mut x0, mut eps) = match p.prediction {
+        let (mut x0, eps) = match p.prediction {
             Prediction::Epsilon => ((x[i] - s1 * m) / s0, m),
             Prediction::V => (s0 * x[i] - s1 * m, s0 * m + s1 * x[i]),
         };
         if p.clip_sample > 0.0 {
             x0 = x0.max(f(-p.clip_sample)).min(f(p.clip_sample));
-            eps = (x[i] - s0 * x0) / s1;
         }
         let z = noise.map_or(T::ZERO, |n| n[i]);
         f(p.c_x0) * x0 + f(p.c_xt) * x[i] + f(p.c_eps) * eps + f(p.c_noise) * z
