@@ -21,6 +21,9 @@ enum Command {
     /// CLIP inference: embeddings, zero-shot classification, retrieval.
     #[command(subcommand)]
     Clip(cli::clip::ClipCommand),
+    /// Text-to-image diffusion: train a DiT, sample images from prompts, score them.
+    #[command(subcommand)]
+    Diffusion(cli::diffusion::DiffusionCommand),
     /// Trains a small model from scratch on generated data and shows that it learned.
     Demo(cli::demo::DemoArgs),
     /// Times named workloads (kernels, CLIP towers, training steps), optionally beside PyTorch.
@@ -44,6 +47,7 @@ fn main() {
     let result = rayon::scope(|_| match cli.command {
         Command::Demo(args) => cli::demo::run(args),
         Command::Clip(cmd) => cli::clip::run(cmd),
+        Command::Diffusion(cmd) => cli::diffusion::run(cmd),
         Command::Kernels(args) => cli::kernels::run(args),
         Command::Bench(args) => cli::bench::run(args),
         Command::Ceilings(args) => cli::ceilings::run(args),

@@ -425,3 +425,102 @@ fn bad_sampler_settings_are_clear_errors() {
     let err = dit.forward(&x, &[1.0], &DitCondition::Text(&wide)).unwrap_err().to_string();
     assert!(err.contains("cross_attention_dim"), "{err}");
 }
+
+fn tiny_trainer(steps: u64) -> vlk::train::diffusion::DiffusionTrainer {
+    use vlk::train::diffusion::{DiffusionTrainConfig, DiffusionTrainer};
+    let clip = Path::new("tests/fixtures/clip-f16");
+    let encoder = vlk::diffusion::PromptEncoder::load(clip, Device::Cpu).unwrap();
+    let dit = DitConfig {
+        sample_size: 8,
+        patch_size: 4,
+        in_channels: 3,
+        out_channels: 3,
+        num_layers: 1,
+        num_attention_heads: 2,
+        attention_head_dim: 4,
+        norm_eps: 1e-6,
+        conditioning: DitConditioning::Text {
+            text_width: encoder.width(),
+            text_len: encoder.context(),
+        },
+    };
+    let config = DiffusionTrainConfig {
+        steps,
+        batch: 3,
+        lr: 3e-3,
+        min_lr: 1e-4,
+        warmup_steps: 1,
+        weight_decay: 0.01,
+        max_grad_norm: 1.0,
+        seed: 5,
+        cond_dropout: 0.3,
+        ema_decay: 0.9,
+        mixed_precision: false,
+    };
+    DiffusionTrainer::new(dit, encoder, clip, SchedulerConfig::pixel_default().unwrap(), config, Device::Cpu).unwrap()
+}
+
+fn train_on(trainer: &mut vlk::train::diffusion::DiffusionTrainer, step: u64) -> f64 {
+    let mut rng = Rng::new(100 + step);
+    let images = Tensor::rand_uniform(&mut rng, &[3, 3, 8, 8], -1.0, 1.0, DType::F32, Device::Cpu).unwrap();
+    let captions = ["a red circle", "a blue star on the left", "two shapes"];
+    trainer.train_step(&images, &captions).unwrap().loss
+}
+
+#[test]
+fn diffusion_training_resumes_exactly() {
+    let dir = common::Scratch::new("diffusion-resume");
+    let checkpoints = vlk::train::Checkpointer::new(&dir, 2);
+    let mut straight = tiny_trainer(4);
+    let want: Vec<f64> = (0..4).map(|s| train_on(&mut straight, s)).collect();
+    let mut first = tiny_trainer(4);
+    let mut got: Vec<f64> = (0..2).map(|s| train_on(&mut first, s)).collect();
+    let ck = first.save_checkpoint(&checkpoints, serde_json::json!({})).unwrap();
+    drop(first);
+    let mut resumed = vlk::train::diffusion::DiffusionTrainer::resume(&ck, Device::Cpu).unwrap();
+    assert_eq!(resumed.step, 2);
+    got.extend((2..4).map(|s| train_on(&mut resumed, s)));
+    assert_eq!(got, want, "losses after resuming");
+    for (name, p) in straight.model.dit.store.named() {
+        let q = resumed.model.dit.store.get(&name).unwrap();
+        assert_eq!(p.to_vec::<f32>().unwrap(), q.to_vec::<f32>().unwrap(), "EMA weights of {name}");
+    }
+    assert!(want.iter().all(|l| l.is_finite()));
+}
+
+#[test]
+fn text_to_image_samples_round_trip_and_reject_bad_settings() {
+    use vlk::diffusion::{SampleOptions, TextToImage};
+    let mut trainer = tiny_trainer(2);
+    train_on(&mut trainer, 0);
+    let dir = common::Scratch::new("t2i");
+    trainer.save_model(&dir).unwrap();
+    let model = TextToImage::load(&dir, Device::Cpu).unwrap();
+    let opts = SampleOptions {
+        steps: 4,
+        sampler: SamplerKind::Ddim { eta: 0.0 },
+        guidance: 2.0,
+        seed: 3,
+        per_prompt: 2,
+    };
+    let mut calls = 0;
+    let a = model.generate(&["a red circle", "a green star"], &opts, || calls += 1).unwrap();
+    assert_eq!(a.dims(), &[4, 3, 8, 8]);
+    assert_eq!(calls, 4);
+    let values = a.to_vec::<f32>().unwrap();
+    assert!(values.iter().all(|v| (0.0..=1.0).contains(v)));
+    // Same seed, same images; the saved model samples as the trainer's own.
+    let b = trainer.model.generate(&["a red circle", "a green star"], &opts, || {}).unwrap();
+    assert_close(&a, &b, 1e-6, 0.0, "reloaded model");
+    let ddpm = SampleOptions {
+        sampler: SamplerKind::Ddpm,
+        guidance: 1.0,
+        ..opts
+    };
+    assert_eq!(model.generate(&["x"], &ddpm, || {}).unwrap().dims(), &[2, 3, 8, 8]);
+    let err = |o: SampleOptions, prompts: &[&str]| model.generate(prompts, &o, || {}).unwrap_err().to_string();
+    assert!(err(opts, &[]).contains("no prompts"));
+    assert!(err(SampleOptions { guidance: -1.0, ..opts }, &["a"]).contains("guidance"));
+    assert!(err(SampleOptions { steps: 0, ..opts }, &["a"]).contains("inference steps"));
+    assert!(err(SampleOptions { per_prompt: 0, ..opts }, &["a"]).contains("per prompt"));
+}

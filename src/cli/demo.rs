@@ -1,7 +1,9 @@
 //! `vlk demo`: trains a small CLIP from scratch on the built-in `shapes` set at settings that
 //! finish in minutes on a 2-core CPU, evaluates it (zero-shot on seen and held-out colour-shape
 //! pairs, retrieval), writes the run (checkpoints, model, report) under `runs/`, and prints
-//! where everything is and how well it learned.
+//! where everything is and how well it learned. With `--diffusion` it then trains a
+//! text-to-image DiT conditioned on that CLIP's text tower, scores its images of every
+//! colour-shape prompt with the same CLIP and samples a grid (runs/diffusion-shapes).
 
 use super::clip_train::{
     train, TrainArgs, DEFAULT_BATCH, DEFAULT_IMAGE_SIZE, DEFAULT_LR, DEFAULT_PATCH_SIZE, DEFAULT_STEPS, DEFAULT_WEIGHT_DECAY,
@@ -30,21 +32,27 @@ pub struct DemoArgs {
     /// Print the summary as one JSON value on stdout instead of text.
     #[arg(long)]
     json: bool,
+    /// After the CLIP stage, train and evaluate a text-to-image diffusion model on it.
+    #[arg(long)]
+    diffusion: bool,
+    /// Training steps of the diffusion stage.
+    #[arg(long, default_value_t = super::diffusion::DEFAULT_STEPS)]
+    diffusion_steps: u64,
 }
 
-/// runs/clip-shapes, or runs/clip-shapes-2, -3, ... when taken.
-fn free_run_dir() -> Result<PathBuf> {
+/// runs/NAME, or runs/NAME-2, -3, ... when taken.
+fn free_run_dir(name: &str) -> Result<PathBuf> {
     let runs = Path::new("runs");
     (1..10_000)
         .map(|n| {
             if n == 1 {
-                runs.join("clip-shapes")
+                runs.join(name)
             } else {
-                runs.join(format!("clip-shapes-{n}"))
+                runs.join(format!("{name}-{n}"))
             }
         })
         .find(|p| !p.exists())
-        .ok_or_else(|| Error::file(runs, "no free clip-shapes-N name; remove old runs"))
+        .ok_or_else(|| Error::file(runs, format!("no free {name}-N name; remove old runs")))
 }
 
 pub fn run(args: DemoArgs) -> Result<()> {
@@ -52,9 +60,9 @@ pub fn run(args: DemoArgs) -> Result<()> {
     if let Some(device) = &args.device {
         Device::parse(device)?;
     }
-    let out = match args.out {
+    let out = match args.out.clone() {
         Some(out) => out,
-        None => free_run_dir()?,
+        None => free_run_dir("clip-shapes")?,
     };
     let train_args = TrainArgs {
         data: "shapes".into(),
@@ -71,7 +79,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
         eval_images: 400,
         seed: args.seed,
         resume: false,
-        device: args.device,
+        device: args.device.clone(),
         precision: "auto".into(),
     };
     eprintln!(
@@ -88,10 +96,39 @@ pub fn run(args: DemoArgs) -> Result<()> {
         return Err(Error::msg("demo: the run finished without a model, report or evaluation"));
     };
     let chance = 1.0 / Shapes::labels().len() as f64;
+    let diffusion = if args.diffusion {
+        let out = match &args.out {
+            Some(clip_out) => clip_out.join("diffusion"),
+            None => free_run_dir("diffusion-shapes")?,
+        };
+        eprintln!(
+            "vlk demo: training a text-to-image DiT on the CLIP's text tower ({} steps) into {}",
+            args.diffusion_steps,
+            out.display()
+        );
+        let d = super::diffusion::train(&super::diffusion::TrainArgs {
+            clip: Some(model.clone()),
+            out,
+            steps: args.diffusion_steps,
+            seed: args.seed,
+            device: args.device.clone(),
+            ..super::diffusion::TrainArgs::demo()
+        })?;
+        if d.model_dir.is_none() {
+            return Ok(());
+        }
+        Some(d)
+    } else {
+        None
+    };
     if args.json {
         let summary = json!({
             "run": out, "model": model, "report": report, "seconds": outcome.seconds, "steps": outcome.steps,
             "metrics": m.to_json(), "chance_colour_shape": chance,
+            "diffusion": diffusion.as_ref().map(|d| json!({
+                "model": d.model_dir, "report": d.report_dir, "seconds": d.seconds, "steps": d.steps,
+                "metrics": d.metrics.as_ref().map(|m| m.to_json()),
+            })),
         });
         println!("{summary}");
         return Ok(());
@@ -115,5 +152,21 @@ pub fn run(args: DemoArgs) -> Result<()> {
         model.display()
     );
     println!("report: {} (training.png, zero_shot.png, metrics.json)", report.display());
+    if let Some(d) = diffusion {
+        let seconds = d.seconds.round() as u64;
+        println!("diffusion: trained {} steps in {} min {:02} s", d.steps, seconds / 60, seconds % 60);
+        if let Some(m) = &d.metrics {
+            super::diffusion::print_metrics(m);
+        }
+        let shown = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
+        println!(
+            "diffusion model:  {} (try `vlk diffusion sample --model ... --prompt \"a red star\" --out grid.png`)",
+            shown(&d.model_dir)
+        );
+        println!(
+            "diffusion report: {} (training.png, samples.png, metrics.json)",
+            shown(&d.report_dir)
+        );
+    }
     Ok(())
 }

@@ -5,5 +5,6 @@ pub mod ceilings;
 pub mod clip;
 pub mod clip_train;
 pub mod demo;
+pub mod diffusion;
 pub mod kernels;
 pub mod signals;

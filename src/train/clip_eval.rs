@@ -49,18 +49,21 @@ impl ClipMetrics {
 
 const BATCH: usize = 128;
 
-fn embed_images(clip: &Clip, shapes: &Shapes, split: Split, indices: &[u64], device: Device) -> Result<Tensor> {
-    let size = shapes.config().image_size;
+/// Embeddings of images given as values in [0, 1], [n, 3, size, size] flattened.
+fn embed_pixels(clip: &Clip, pixels: &[f32], size: usize, device: Device) -> Result<Tensor> {
+    let per_image = 3 * size * size;
     let mut parts = Vec::new();
-    for chunk in indices.chunks(BATCH) {
-        let mut values = Vec::with_capacity(chunk.len() * 3 * size * size);
-        for &i in chunk {
-            values.extend(shapes.sample(split, i).image);
-        }
+    for chunk in pixels.chunks(BATCH * per_image) {
+        let mut values = chunk.to_vec();
         ImageProcessor::clip(size).normalize(&mut values);
-        parts.push(clip.image_embeds(&Tensor::from_vec(values, &[chunk.len(), 3, size, size], device)?)?);
+        parts.push(clip.image_embeds(&Tensor::from_vec(values, &[chunk.len() / per_image, 3, size, size], device)?)?);
     }
     Tensor::concat(&parts.iter().collect::<Vec<_>>(), 0)
+}
+
+fn embed_images(clip: &Clip, shapes: &Shapes, split: Split, indices: &[u64], device: Device) -> Result<Tensor> {
+    let pixels: Vec<f32> = indices.iter().flat_map(|&i| shapes.sample(split, i).image).collect();
+    embed_pixels(clip, &pixels, shapes.config().image_size, device)
 }
 
 fn embed_texts(clip: &Clip, tok: &ClipTokenizer, texts: &[String], device: Device) -> Result<Tensor> {
@@ -95,6 +98,59 @@ fn single_object(shapes: &Shapes, split: Split, n: usize) -> (Vec<u64>, Vec<Samp
         .unzip()
 }
 
+/// What zero-shot classification says of one image: the most probable colour-shape label, and
+/// the colour and the shape of largest marginal probability.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Classification {
+    pub label: (Shape, Colour),
+    pub colour: Colour,
+    pub shape: Shape,
+}
+
+fn classify_rows(probs: &[Vec<f32>], labels: &[(Shape, Colour)]) -> Vec<Classification> {
+    probs
+        .iter()
+        .map(|p| {
+            let best = p
+                .iter()
+                .enumerate()
+                .max_by(|a, b| a.1.total_cmp(b.1))
+                .map(|(i, _)| labels[i])
+                .expect("labels");
+            let marginal =
+                |key: &dyn Fn(&(Shape, Colour)) -> bool| -> f32 { p.iter().zip(labels).filter(|(_, l)| key(l)).map(|(v, _)| v).sum() };
+            let colour = Colour::ALL
+                .iter()
+                .copied()
+                .max_by(|a, b| marginal(&|l| l.1 == *a).total_cmp(&marginal(&|l| l.1 == *b)))
+                .expect("colours");
+            let shape = Shape::ALL
+                .iter()
+                .copied()
+                .max_by(|a, b| marginal(&|l| l.0 == *a).total_cmp(&marginal(&|l| l.0 == *b)))
+                .expect("shapes");
+            Classification {
+                label: best,
+                colour,
+                shape,
+            }
+        })
+        .collect()
+}
+
+/// Zero-shot classification over every colour-shape label of images given as values in
+/// [0, 1], [n, 3, size, size] flattened (generated images, for instance).
+pub fn classify(clip: &Clip, tok: &ClipTokenizer, pixels: &[f32], size: usize, device: Device) -> Result<Vec<Classification>> {
+    let _guard = crate::NoGradGuard::new();
+    let labels = Shapes::labels();
+    let prompts = label_embeds(clip, tok, &labels, device)?;
+    let images = embed_pixels(clip, pixels, size, device)?;
+    Ok(classify_rows(
+        &rows(&clip.logits_per_image(&images, &prompts)?.softmax()?)?,
+        &labels,
+    ))
+}
+
 /// Zero-shot accuracy on the first `n` single-object images of `split`.
 fn zero_shot(
     clip: &Clip,
@@ -108,38 +164,22 @@ fn zero_shot(
     let (indices, samples) = single_object(shapes, split, n);
     let truth: Vec<(Shape, Colour)> = samples.iter().map(|s| (s.objects[0].shape, s.objects[0].colour)).collect();
     let images = embed_images(clip, shapes, split, &indices, device)?;
-    let probs = rows(&clip.logits_per_image(&images, prompts)?.softmax()?)?;
-    let (mut both, mut colour, mut shape) = (0, 0, 0);
-    for (p, &(ts, tc)) in probs.iter().zip(&truth) {
-        let best = p
-            .iter()
-            .enumerate()
-            .max_by(|a, b| a.1.total_cmp(b.1))
-            .map(|(i, _)| labels[i])
-            .expect("labels");
-        let marginal =
-            |key: &dyn Fn(&(Shape, Colour)) -> bool| -> f32 { p.iter().zip(labels).filter(|(_, l)| key(l)).map(|(v, _)| v).sum() };
-        let best_colour = Colour::ALL
-            .iter()
-            .copied()
-            .max_by(|a, b| marginal(&|l| l.1 == *a).total_cmp(&marginal(&|l| l.1 == *b)))
-            .expect("colours");
-        let best_shape = Shape::ALL
-            .iter()
-            .copied()
-            .max_by(|a, b| marginal(&|l| l.0 == *a).total_cmp(&marginal(&|l| l.0 == *b)))
-            .expect("shapes");
-        both += usize::from(best == (ts, tc));
-        colour += usize::from(best_colour == tc);
-        shape += usize::from(best_shape == ts);
+    let predicted = classify_rows(&rows(&clip.logits_per_image(&images, prompts)?.softmax()?)?, labels);
+    Ok(ZeroShot::score(&predicted, &truth))
+}
+
+impl ZeroShot {
+    /// Accuracy of `predicted` against the true labels.
+    pub fn score(predicted: &[Classification], truth: &[(Shape, Colour)]) -> ZeroShot {
+        let count = |f: &dyn Fn(&Classification, &(Shape, Colour)) -> bool| predicted.iter().zip(truth).filter(|(p, t)| f(p, t)).count();
+        let m = truth.len().max(1) as f64;
+        ZeroShot {
+            both: count(&|p, t| p.label == *t) as f64 / m,
+            colour: count(&|p, t| p.colour == t.1) as f64 / m,
+            shape: count(&|p, t| p.shape == t.0) as f64 / m,
+            images: truth.len(),
+        }
     }
-    let m = truth.len().max(1) as f64;
-    Ok(ZeroShot {
-        both: both as f64 / m,
-        colour: colour as f64 / m,
-        shape: shape as f64 / m,
-        images: truth.len(),
-    })
 }
 
 /// A test image with its most probable zero-shot labels, best first.

@@ -5,6 +5,8 @@ pub mod checkpoint;
 pub mod clip;
 pub mod clip_eval;
 pub mod clip_report;
+pub mod diffusion;
+pub mod diffusion_eval;
 pub mod report;
 
 pub use checkpoint::{Checkpoint, Checkpointer};

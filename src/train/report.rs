@@ -44,6 +44,21 @@ fn save_png(path: &Path, rgb: &[u8], (w, h): (u32, u32)) -> Result<()> {
     crate::io::write_atomic(path, &bytes)
 }
 
+/// Writes one image, channel-major [3, side, side] values in [0, 1], as an 8-bit PNG.
+pub fn image_png(path: &Path, pixels: &[f32], side: usize) -> Result<()> {
+    if side == 0 || pixels.len() != 3 * side * side {
+        return Err(Error::file(
+            path,
+            format!("{} values do not make a 3 x {side} x {side} image", pixels.len()),
+        ));
+    }
+    let plane = side * side;
+    let rgb: Vec<u8> = (0..plane)
+        .flat_map(|i| (0..3).map(move |c| (pixels[c * plane + i].clamp(0.0, 1.0) * 255.0).round() as u8))
+        .collect();
+    save_png(path, &rgb, (side as u32, side as u32))
+}
+
 /// A named series of (step, value) points.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Series {
