@@ -21,6 +21,10 @@ enum Command {
     /// CLIP inference: embeddings, zero-shot classification, retrieval.
     #[command(subcommand)]
     Clip(cli::clip::ClipCommand),
+    /// Describes an image; `train` and `eval` a captioning model.
+    Caption(cli::caption::CaptionArgs),
+    /// Answers a question about an image; `train` and `eval` a VQA model.
+    Vqa(cli::caption::VqaArgs),
     /// Text-to-image diffusion: train a DiT, sample images from prompts, score them.
     #[command(subcommand)]
     Diffusion(cli::diffusion::DiffusionCommand),
@@ -48,6 +52,8 @@ fn main() {
         Command::Demo(args) => cli::demo::run(args),
         Command::Clip(cmd) => cli::clip::run(cmd),
         Command::Diffusion(cmd) => cli::diffusion::run(cmd),
+        Command::Caption(args) => cli::caption::run_caption(args),
+        Command::Vqa(args) => cli::caption::run_vqa(args),
         Command::Kernels(args) => cli::kernels::run(args),
         Command::Bench(args) => cli::bench::run(args),
         Command::Ceilings(args) => cli::ceilings::run(args),

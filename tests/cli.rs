@@ -555,3 +555,166 @@ fn bench_vs_torch_names_the_missing_piece() {
         assert!(err.contains("cannot import torch") && err.contains("pip install torch"), "{err}");
     }
 }
+
+/// Trains a tiny text-to-image model on `shapes` at the CLIP fixture's 16-pixel size (so its
+/// evaluation runs), returns the run directory.
+fn tiny_diffusion_run(name: &str) -> Scratch {
+    let run = scratch(name);
+    let clip = fixture("clip-f16");
+    let out = vlk(&[
+        "diffusion",
+        "train",
+        "--clip",
+        clip.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+        "--steps",
+        "3",
+        "--batch",
+        "4",
+        "--width",
+        "16",
+        "--heads",
+        "2",
+        "--layers",
+        "1",
+        "--image-size",
+        "16",
+        "--patch-size",
+        "8",
+        "--eval-per-prompt",
+        "1",
+        "--checkpoint-every",
+        "2",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("held-out pairs: CLIP reads colour"), "{stdout}");
+    run
+}
+
+#[test]
+fn diffusion_train_then_sample_writes_a_grid_and_images() {
+    let run = tiny_diffusion_run("diffusion-e2e");
+    let model = run.join("model");
+    for f in [
+        "config.json",
+        "model.safetensors",
+        "scheduler_config.json",
+        "text_encoder/tokenizer.json",
+    ] {
+        assert!(model.join(f).is_file(), "missing {f}");
+    }
+    for f in ["training.png", "samples.png", "metrics.json"] {
+        assert!(run.join("report").join(f).is_file(), "missing report/{f}");
+    }
+    let metrics: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("report/metrics.json")).unwrap()).unwrap();
+    assert_eq!(metrics["summary"]["final"]["held_out"]["images"], 8);
+    let (grid, each) = (run.join("grid.png"), run.join("each"));
+    let out = vlk(&[
+        "diffusion",
+        "sample",
+        "--model",
+        model.to_str().unwrap(),
+        "--prompt",
+        "a red circle",
+        "--prompt",
+        "a blue star",
+        "--n",
+        "3",
+        "--steps",
+        "4",
+        "--sampler",
+        "ddpm",
+        "--out",
+        grid.to_str().unwrap(),
+        "--out-dir",
+        each.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(image::open(&grid).is_ok());
+    let files: Vec<_> = std::fs::read_dir(&each).unwrap().flatten().collect();
+    assert_eq!(files.len(), 6);
+    let one = image::open(each.join("01-a-blue-star-02.png")).unwrap();
+    assert_eq!((one.width(), one.height()), (16, 16));
+    // Resuming a finished run is refused without --resume, and --resume on a fresh directory too.
+    let out = vlk(&[
+        "diffusion",
+        "train",
+        "--clip",
+        fixture("clip-f16").to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+    ]);
+    assert_clean_failure(&out, "already has checkpoints");
+}
+
+#[test]
+fn diffusion_bad_input_is_one_line_and_a_non_zero_exit() {
+    let run = tiny_diffusion_run("diffusion-bad");
+    let model = run.join("model");
+    let m = model.to_str().unwrap();
+    let grid = run.join("g.png");
+    let g = grid.to_str().unwrap();
+    assert_clean_failure(&vlk(&["diffusion", "sample", "--model", m, "--out", g]), "no prompts");
+    assert_clean_failure(
+        &vlk(&["diffusion", "sample", "--model", m, "--prompt", "a", "--guidance", "-1", "--out", g]),
+        "--guidance",
+    );
+    assert_clean_failure(
+        &vlk(&["diffusion", "sample", "--model", m, "--prompt", "a", "--steps", "0", "--out", g]),
+        "--steps",
+    );
+    assert_clean_failure(
+        &vlk(&["diffusion", "sample", "--model", m, "--prompt", "a", "--steps", "5000", "--out", g]),
+        "inference steps",
+    );
+    assert_clean_failure(
+        &vlk(&[
+            "diffusion",
+            "sample",
+            "--model",
+            m,
+            "--prompt",
+            "a",
+            "--sampler",
+            "euler",
+            "--out",
+            g,
+        ]),
+        "unknown sampler",
+    );
+    // A CLIP whose text tower is 48 wide cannot condition a model trained on a 32-wide one.
+    let other = run.join("other-clip");
+    std::fs::create_dir_all(&other).unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(fixture("clip-quickgelu").join(f), other.join(f)).unwrap();
+    }
+    std::fs::copy(fixture("clip-f16").join("tokenizer.json"), other.join("tokenizer.json")).unwrap();
+    let out = vlk(&[
+        "diffusion",
+        "sample",
+        "--model",
+        m,
+        "--prompt",
+        "a",
+        "--text-encoder",
+        other.to_str().unwrap(),
+        "--out",
+        g,
+    ]);
+    assert_clean_failure(&out, "expects 77 x 32");
+    assert!(!grid.exists(), "no grid after a failure");
+    assert_clean_failure(
+        &vlk(&["diffusion", "train", "--out", run.join("new").to_str().unwrap()]),
+        "--clip DIR is required",
+    );
+    assert_clean_failure(
+        &vlk(&["diffusion", "train", "--out", run.join("new2").to_str().unwrap(), "--resume"]),
+        "no checkpoint",
+    );
+    assert_clean_failure(
+        &vlk(&["diffusion", "sample", "--model", run.to_str().unwrap(), "--prompt", "a", "--out", g]),
+        "config.json",
+    );
+}

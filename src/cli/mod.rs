@@ -1,6 +1,7 @@
 //! Subcommands of the `vlk` binary, one file each.
 
 pub mod bench;
+pub mod caption;
 pub mod ceilings;
 pub mod clip;
 pub mod clip_train;

@@ -103,6 +103,13 @@ impl ClipTokenizer {
         self.eos
     }
 
+    /// The start token's id (the first id `encode` gives).
+    pub fn bos_id(&self) -> Result<u32> {
+        self.inner
+            .token_to_id("<|startoftext|>")
+            .ok_or_else(|| Error::msg("tokenizer: no <|startoftext|> token"))
+    }
+
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)
     }

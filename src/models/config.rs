@@ -122,7 +122,7 @@ impl ClipTextConfig {
 }
 
 impl ClipVisionConfig {
-    fn from_json(v: &Value, context: &str) -> Result<Self> {
+    pub fn from_json(v: &Value, context: &str) -> Result<Self> {
         let k = Keys {
             obj: v,
             context: format!("{context} vision_config"),
@@ -142,7 +142,7 @@ impl ClipVisionConfig {
         Ok(c)
     }
 
-    fn validate(&self, context: &str) -> Result<()> {
+    pub fn validate(&self, context: &str) -> Result<()> {
         check_heads(self.hidden_size, self.num_attention_heads, context)?;
         if self.patch_size == 0 || !self.image_size.is_multiple_of(self.patch_size) {
             return Err(Error::msg(format!(
@@ -153,7 +153,7 @@ impl ClipVisionConfig {
         Ok(())
     }
 
-    fn to_json(&self) -> Value {
+    pub fn to_json(&self) -> Value {
         json!({
             "hidden_size": self.hidden_size, "intermediate_size": self.intermediate_size, "num_hidden_layers": self.num_hidden_layers,
             "num_attention_heads": self.num_attention_heads, "num_channels": self.num_channels, "image_size": self.image_size,

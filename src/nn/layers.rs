@@ -205,10 +205,23 @@ impl MultiHeadAttention {
 
     /// x [B, Sq, dim] attends to kv [B, Sk, kv_dim].
     pub fn forward(&self, x: &Tensor, kv: &Tensor, opts: AttentionOptions) -> Result<Tensor> {
+        let (k, v) = self.keys_values(kv)?;
+        self.attend(x, &k, &v, opts)
+    }
+
+    /// The keys and values of kv [B, Sk, kv_dim], split into heads: [B, H, Sk, dim/H] each (what a
+    /// decoder caches).
+    pub fn keys_values(&self, kv: &Tensor) -> Result<(Tensor, Tensor)> {
+        Ok((
+            self.split_heads(&self.k_proj.forward(kv)?)?,
+            self.split_heads(&self.v_proj.forward(kv)?)?,
+        ))
+    }
+
+    /// x [B, Sq, dim] attends to keys and values already projected and split into heads.
+    pub fn attend(&self, x: &Tensor, k: &Tensor, v: &Tensor, opts: AttentionOptions) -> Result<Tensor> {
         let q = self.split_heads(&self.q_proj.forward(x)?)?;
-        let k = self.split_heads(&self.k_proj.forward(kv)?)?;
-        let v = self.split_heads(&self.v_proj.forward(kv)?)?;
-        let o = Tensor::attention(&q, &k, &v, opts)?;
+        let o = Tensor::attention(&q, k, v, opts)?;
         let (b, sq) = (x.dims()[0], x.dims()[1]);
         let o = o.permute(&[0, 2, 1, 3])?.reshape(&[b, sq, self.q_proj.weight.dims()[0]])?;
         self.out_proj.forward(&o)

@@ -1,6 +1,8 @@
 //! Training infrastructure shared by the models' training loops: checkpoints that survive
 //! crashes and resume a run exactly.
 
+pub mod captioner;
+pub mod captioner_eval;
 pub mod checkpoint;
 pub mod clip;
 pub mod clip_eval;

@@ -41,6 +41,23 @@ pub fn exp_f32(x: f32) -> f32 {
     }
 }
 
+/// tanh for one f32, branch-free so loops over it vectorise: an odd Taylor polynomial to x^9
+/// below |x| = 1/8 (truncation under 1e-12), else 1 - 2 / (exp(2|x|) + 1) (cancellation under
+/// 6e-8 / |x|; relative error below 7e-7 everywhere); the sign is restored at the end.
+#[inline(always)]
+pub fn tanh_f32(x: f32) -> f32 {
+    let a = x.abs();
+    let a2 = a * a;
+    let series = a * (1.0 + a2 * (-1.0 / 3.0 + a2 * (2.0 / 15.0 + a2 * (-17.0 / 315.0 + a2 * (62.0 / 2835.0)))));
+    let via_exp = 1.0 - 2.0 / (exp_f32(2.0 * a) + 1.0);
+    let t = if a < 0.125 { series } else { via_exp };
+    if x.is_nan() {
+        x
+    } else {
+        t.copysign(x)
+    }
+}
+
 /// xs[i] = exp(xs[i] - shift); returns the sum of the results.
 #[inline(always)]
 fn exp_shifted_sum_f32(xs: &mut [f32], shift: f32) -> f32 {
@@ -208,5 +225,25 @@ mod tests {
         let got = exp_shifted_sum(&mut v, 1.0f32);
         assert!((got - want).abs() < 1e-5 * want);
         assert!((v[0] - (-5.0f32).exp()).abs() < 1e-7);
+    }
+
+    #[test]
+    fn tanh_matches_std() {
+        let mut worst = 0f64;
+        let mut x = -12.0f32;
+        while x < 12.0 {
+            let want = (x as f64).tanh();
+            let got = tanh_f32(x) as f64;
+            if want != 0.0 {
+                worst = worst.max(((got - want) / want).abs());
+            }
+            x += 0.001_37;
+        }
+        assert!(worst < 7e-7, "worst relative error {worst}");
+        assert_eq!(tanh_f32(0.0), 0.0);
+        assert_eq!(tanh_f32(1e-30), 1e-30);
+        assert_eq!(tanh_f32(f32::INFINITY), 1.0);
+        assert_eq!(tanh_f32(f32::NEG_INFINITY), -1.0);
+        assert!(tanh_f32(f32::NAN).is_nan());
     }
 }
