@@ -80,7 +80,10 @@ fn kv_cache_decoding_matches_full_recomputation() {
             }
             seq.push(next);
         }
-        let g = m.generate(&img, &[prompt.clone()], 20, Strategy::Greedy).unwrap().remove(0);
+        let g = m
+            .generate(&img, std::slice::from_ref(&prompt), 20, Strategy::Greedy)
+            .unwrap()
+            .remove(0);
         assert_eq!(g.tokens, seq[prompt.len()..].to_vec(), "tied {tied}");
         // The cached steps' logits equal the recomputed ones.
         let mut cache: KvCache = m.start(&m.encode_image(&img).unwrap()).unwrap();

@@ -718,3 +718,167 @@ fn diffusion_bad_input_is_one_line_and_a_non_zero_exit() {
         "config.json",
     );
 }
+
+/// Trains a tiny VQA model on `shapes` for a few steps and returns the run directory.
+fn tiny_vqa_run(name: &str) -> Scratch {
+    let run = scratch(name);
+    let out = vlk(&[
+        "vqa",
+        "train",
+        "--out",
+        run.to_str().unwrap(),
+        "--steps",
+        "3",
+        "--batch",
+        "4",
+        "--width",
+        "16",
+        "--heads",
+        "2",
+        "--decoder-layers",
+        "1",
+        "--vision-layers",
+        "1",
+        "--image-size",
+        "16",
+        "--patch-size",
+        "8",
+        "--eval-images",
+        "10",
+        "--checkpoint-every",
+        "2",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("held_out: exact match"), "{stdout}");
+    run
+}
+
+#[test]
+fn vqa_and_caption_answer_in_json_and_refuse_bad_input() {
+    let run = tiny_vqa_run("vqa-e2e");
+    let model = run.join("model");
+    let m = model.to_str().unwrap();
+    for f in ["config.json", "model.safetensors", "tokenizer.json", "preprocessor_config.json"] {
+        assert!(model.join(f).is_file(), "missing {f}");
+    }
+    let image = run.join("x.png");
+    write_image(&image, 20, 16, [220, 30, 30]);
+    let img = image.to_str().unwrap();
+    let out = vlk(&[
+        "vqa",
+        "--model",
+        m,
+        "--image",
+        img,
+        "--question",
+        "what colour is the circle?",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["answer"].is_string() && v["log_prob"].is_number(), "{v}");
+    let out = vlk(&["caption", "--model", m, "--image", img, "--beam", "3", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["caption"].is_string(), "{v}");
+    // An over-long question is cut with a warning, not refused.
+    let long = "what colour is the circle ".repeat(20) + "?";
+    let out = vlk(&["vqa", "--model", m, "--image", img, "--question", &long, "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("warning: the question is longer"));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["truncated_question"], true);
+    assert_clean_failure(
+        &vlk(&["vqa", "--model", m, "--image", img, "--question", "  "]),
+        "question is empty",
+    );
+    assert_clean_failure(&vlk(&["vqa", "--model", m, "--image", img]), "--question");
+    let broken = run.join("broken.png");
+    std::fs::write(&broken, b"not an image").unwrap();
+    assert_clean_failure(
+        &vlk(&["vqa", "--model", m, "--image", broken.to_str().unwrap(), "--question", "what?"]),
+        "broken.png",
+    );
+    assert_clean_failure(
+        &vlk(&["caption", "--model", m, "--image", run.join("none.png").to_str().unwrap()]),
+        "none.png",
+    );
+    assert_clean_failure(&vlk(&["caption", "--model", run.to_str().unwrap(), "--image", img]), "config.json");
+    // The eval subcommand scores the model per question type.
+    let out = vlk(&["vqa", "eval", "--model", m, "--n", "10", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["held_out"]["overall"]["questions"], 10);
+    let out = vlk(&["caption", "eval", "--model", m, "--n", "10", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["seen"]["bleu4"].is_number());
+}
+
+#[test]
+fn vqa_train_on_a_folder_and_resume() {
+    let dir = scratch("vqa-folder");
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    write_image(&data.join("r.png"), 24, 24, [220, 30, 30]);
+    write_image(&data.join("b.png"), 24, 24, [30, 30, 220]);
+    std::fs::write(
+        data.join("vqa.jsonl"),
+        "{\"image\": \"r.png\", \"question\": \"what colour is it?\", \"answer\": \"red\"}\n\
+         {\"image\": \"b.png\", \"question\": \"what colour is it?\", \"answer\": \"blue\"}\n\
+         {\"image\": \"missing.png\", \"question\": \"q\", \"answer\": \"a\"}\n\
+         not json\n",
+    )
+    .unwrap();
+    let run = dir.join("run");
+    let args = |steps: &str| {
+        vec![
+            "vqa".to_string(),
+            "train".into(),
+            "--data".into(),
+            data.to_str().unwrap().into(),
+            "--out".into(),
+            run.to_str().unwrap().into(),
+            "--steps".into(),
+            steps.into(),
+            "--batch".into(),
+            "2".into(),
+            "--width".into(),
+            "16".into(),
+            "--heads".into(),
+            "2".into(),
+            "--decoder-layers".into(),
+            "1".into(),
+            "--vision-layers".into(),
+            "1".into(),
+            "--image-size".into(),
+            "16".into(),
+            "--patch-size".into(),
+            "8".into(),
+            "--checkpoint-every".into(),
+            "1".into(),
+        ]
+    };
+    fn refs(v: &[String]) -> Vec<&str> {
+        v.iter().map(String::as_str).collect()
+    }
+    let a = args("2");
+    let out = vlk(&refs(&a));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("2 bad rows skipped"));
+    let mut again = args("2");
+    again.push("--resume".into());
+    let out = vlk(&refs(&again));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = vlk(&[
+        "caption",
+        "train",
+        "--out",
+        run.to_str().unwrap(),
+        "--resume",
+        "--data",
+        data.to_str().unwrap(),
+    ]);
+    assert_clean_failure(&out, "this run trains vqa");
+}

@@ -455,6 +455,7 @@ fn tiny_trainer(steps: u64) -> vlk::train::diffusion::DiffusionTrainer {
         seed: 5,
         cond_dropout: 0.3,
         ema_decay: 0.9,
+        snr_gamma: 5.0,
         mixed_precision: false,
     };
     DiffusionTrainer::new(dit, encoder, clip, SchedulerConfig::pixel_default().unwrap(), config, Device::Cpu).unwrap()

@@ -382,9 +382,9 @@ impl Data {
                 Ok((
                     pixels,
                     qa.into_iter()
-                        .map(|(q, a)| Example {
-                            question: Some(q),
-                            target: a,
+                        .map(|row| Example {
+                            question: Some(row.question),
+                            target: row.answer,
                         })
                         .collect(),
                 ))

@@ -164,9 +164,8 @@ impl VqaFolder {
         Ok(VqaFolder { rows, bad_rows })
     }
 
-    /// Pixel values and (question, answer) of rows start.. (cycling), skipping images that do
-    /// not decode.
-    pub fn batch(&self, proc: &ImageProcessor, start: u64, n: usize) -> Result<(Vec<f32>, Vec<(String, String)>)> {
+    /// Pixel values and rows of rows start.. (cycling), skipping images that do not decode.
+    pub fn batch(&self, proc: &ImageProcessor, start: u64, n: usize) -> Result<(Vec<f32>, Vec<VqaRow>)> {
         let (mut values, mut qa) = (Vec::new(), Vec::new());
         let mut failures = 0;
         let mut i = start as usize;
@@ -176,7 +175,7 @@ impl VqaFolder {
             match load_image(&row.image) {
                 Ok(img) => {
                     values.extend(proc.process(&img));
-                    qa.push((row.question.clone(), row.answer.clone()));
+                    qa.push(row.clone());
                 }
                 Err(_) => {
                     failures += 1;
