@@ -455,11 +455,11 @@ fn train_and_report(args: &TrainArgs, task: Task) -> Result<()> {
     let checkpoints = Checkpointer::new(&args.out, 2);
     let (mut trainer, data) = match (args.resume, checkpoints.latest()?) {
         (true, Some(ck)) => {
-            eprintln!("resuming from {} (step {})", ck.dir.display(), ck.step);
             let trainer = CaptionerTrainer::resume(&ck, device)?;
             if trainer.config.task != task {
                 return Err(Error::msg(format!("{name} train: this run trains {}", trainer.config.task.name())));
             }
+            eprintln!("resuming from {} (step {})", ck.dir.display(), ck.step);
             // A resumed run keeps the image size it started with.
             let data = Data::open(&args.data, task, trainer.model.config.vision.image_size, args.seed)?;
             (trainer, data)

@@ -137,7 +137,7 @@ pub struct SamplingArgs {
     #[arg(long, default_value_t = 0.0)]
     eta: f64,
     /// Classifier-free guidance scale: 1 is the conditional model alone, 0 unconditional.
-    #[arg(long, default_value_t = EVAL_GUIDANCE)]
+    #[arg(long, default_value_t = EVAL_GUIDANCE, allow_negative_numbers = true)]
     guidance: f64,
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -419,8 +419,9 @@ pub fn train(args: &TrainArgs) -> Result<Outcome> {
     let checkpoints = Checkpointer::new(&args.out, 2);
     let mut trainer = match (args.resume, checkpoints.latest()?) {
         (true, Some(ck)) => {
+            let trainer = DiffusionTrainer::resume(&ck, device)?;
             eprintln!("resuming from {} (step {})", ck.dir.display(), ck.step);
-            DiffusionTrainer::resume(&ck, device)?
+            trainer
         }
         (true, None) => return Err(Error::file(&args.out, "--resume: no checkpoint in this run directory")),
         (false, Some(ck)) => {
