@@ -413,3 +413,45 @@ fn rendered_images_preprocess_like_their_png_files() {
     // One 8-bit level over the smallest std (0.26) is 0.015.
     assert!(worst < 0.016, "largest difference {worst}");
 }
+
+#[test]
+fn questions_are_unambiguous_and_in_the_vocabulary() {
+    use vlk::data::shapes::{Shapes, ShapesConfig, Split};
+    use vlk::data::tokenizer::ClipTokenizer;
+    use vlk::data::vqa::{question_for, questions, QuestionKind, QUESTION_WORDS};
+    let shapes = Shapes::new(ShapesConfig::default()).unwrap();
+    let mut words = Shapes::vocabulary();
+    words.extend(QUESTION_WORDS);
+    words.sort_unstable();
+    words.dedup();
+    let tok = ClipTokenizer::word_level(&words).unwrap();
+    let unk = 2;
+    let mut kinds = std::collections::BTreeSet::new();
+    for i in 0..400 {
+        let s = shapes.sample(Split::Train, i);
+        for q in questions(&s.objects) {
+            for text in [&q.text, &q.answer] {
+                assert!(!tok.encode(text).unwrap().contains(&unk), "unknown word in {text:?}");
+            }
+            match q.kind {
+                QuestionKind::Count => assert_eq!(q.answer, if s.objects.len() == 1 { "one" } else { "two" }),
+                QuestionKind::Colour => {
+                    // The shape named is drawn once, in the colour answered.
+                    let named: Vec<_> = s.objects.iter().filter(|o| q.text.contains(o.shape.name())).collect();
+                    assert_eq!(named.len(), 1, "{q:?}");
+                    assert_eq!(named[0].colour.name(), q.answer);
+                }
+                QuestionKind::LeftOf => assert!(q.answer == "yes" || q.answer == "no"),
+                _ => {}
+            }
+            kinds.insert(q.kind);
+        }
+        let asked = question_for(&shapes, Split::Train, i, &s.objects);
+        assert_eq!(
+            asked,
+            question_for(&shapes, Split::Train, i, &s.objects),
+            "a pure function of the index"
+        );
+    }
+    assert_eq!(kinds.len(), QuestionKind::ALL.len(), "every kind of question occurs");
+}

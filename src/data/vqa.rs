@@ -51,8 +51,8 @@ pub struct Question {
 }
 
 /// Words the questions and answers use beyond the captions' vocabulary.
-pub const QUESTION_WORDS: [&str; 12] = [
-    "what", "colour", "shape", "how", "many", "shapes", "are", "size", "yes", "no", "one", "?",
+pub const QUESTION_WORDS: [&str; 13] = [
+    "what", "colour", "shape", "how", "many", "shapes", "are", "size", "yes", "no", "one", "two", "?",
 ];
 
 /// Every question the objects answer without ambiguity.
