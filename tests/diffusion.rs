@@ -427,9 +427,13 @@ fn bad_sampler_settings_are_clear_errors() {
 }
 
 fn tiny_trainer(steps: u64) -> vlk::train::diffusion::DiffusionTrainer {
+    tiny_trainer_on(steps, Device::Cpu)
+}
+
+fn tiny_trainer_on(steps: u64, device: Device) -> vlk::train::diffusion::DiffusionTrainer {
     use vlk::train::diffusion::{DiffusionTrainConfig, DiffusionTrainer};
     let clip = Path::new("tests/fixtures/clip-f16");
-    let encoder = vlk::diffusion::PromptEncoder::load(clip, Device::Cpu).unwrap();
+    let encoder = vlk::diffusion::PromptEncoder::load(clip, device).unwrap();
     let dit = DitConfig {
         sample_size: 8,
         patch_size: 4,
@@ -458,12 +462,16 @@ fn tiny_trainer(steps: u64) -> vlk::train::diffusion::DiffusionTrainer {
         snr_gamma: 5.0,
         mixed_precision: false,
     };
-    DiffusionTrainer::new(dit, encoder, clip, SchedulerConfig::pixel_default().unwrap(), config, Device::Cpu).unwrap()
+    DiffusionTrainer::new(dit, encoder, clip, SchedulerConfig::pixel_default().unwrap(), config, device).unwrap()
 }
 
 fn train_on(trainer: &mut vlk::train::diffusion::DiffusionTrainer, step: u64) -> f64 {
     let mut rng = Rng::new(100 + step);
-    let images = Tensor::rand_uniform(&mut rng, &[3, 3, 8, 8], -1.0, 1.0, DType::F32, Device::Cpu).unwrap();
+    let device = trainer.online.store.device();
+    let images = Tensor::rand_uniform(&mut rng, &[3, 3, 8, 8], -1.0, 1.0, DType::F32, Device::Cpu)
+        .unwrap()
+        .to_device(device)
+        .unwrap();
     let captions = ["a red circle", "a blue star on the left", "two shapes"];
     trainer.train_step(&images, &captions).unwrap().loss
 }
@@ -524,4 +532,24 @@ fn text_to_image_samples_round_trip_and_reject_bad_settings() {
     assert!(err(SampleOptions { guidance: -1.0, ..opts }, &["a"]).contains("guidance"));
     assert!(err(SampleOptions { steps: 0, ..opts }, &["a"]).contains("inference steps"));
     assert!(err(SampleOptions { per_prompt: 0, ..opts }, &["a"]).contains("per prompt"));
+}
+
+#[test]
+fn diffusion_training_and_sampling_run_on_the_emulator_as_on_the_cpu() {
+    use vlk::diffusion::SampleOptions;
+    let (mut cpu, mut emu) = (tiny_trainer_on(2, Device::Cpu), tiny_trainer_on(2, Device::Emu));
+    for step in 0..2 {
+        let (a, b) = (train_on(&mut cpu, step), train_on(&mut emu, step));
+        assert!((a - b).abs() <= 1e-4 * a.abs().max(1.0), "step {step}: cpu {a}, emu {b}");
+    }
+    let opts = SampleOptions {
+        steps: 3,
+        sampler: SamplerKind::Ddpm,
+        guidance: 2.0,
+        seed: 4,
+        per_prompt: 1,
+    };
+    let a = cpu.model.generate(&["a red circle"], &opts, || {}).unwrap();
+    let b = emu.model.generate(&["a red circle"], &opts, || {}).unwrap();
+    assert_close(&b, &a, 1e-3, 1e-3, "samples on the emulator");
 }

@@ -120,7 +120,11 @@ impl SchedulerConfig {
         let (a, b): (Vec<f64>, Vec<f64>) = timesteps.iter().map(|&t| f(self.schedule.alphas_cumprod[t])).unzip();
         let mut shape = vec![1; x.rank()];
         shape[0] = timesteps.len();
-        let make = |v: Vec<f64>| Tensor::from_vec(v, &shape, x.device())?.to_dtype(x.dtype());
+        let make = |v: Vec<f64>| {
+            Tensor::from_vec(v, &shape, crate::Device::Cpu)?
+                .to_dtype(x.dtype())?
+                .to_device(x.device())
+        };
         Ok((make(a)?, make(b)?))
     }
 }

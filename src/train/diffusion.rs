@@ -190,9 +190,12 @@ impl DiffusionTrainer {
         let pred = self.online.forward(&noisy, &t, &DitCondition::Text(&cond))?;
         let per_image = pred.sub(&target)?.sqr()?.reshape(&[b, pred.elem_count() / b])?.mean(1, false)?;
         let loss = match self.loss_weights(&timesteps) {
-            Some(w) => per_image
-                .mul(&Tensor::from_vec(w, &[b], device)?.to_dtype(per_image.dtype())?)?
-                .mean_all()?,
+            Some(w) => {
+                let w = Tensor::from_vec(w, &[b], Device::Cpu)?
+                    .to_dtype(per_image.dtype())?
+                    .to_device(device)?;
+                per_image.mul(&w)?.mean_all()?
+            }
             None => per_image.mean_all()?,
         };
         let grads = loss.backward()?;
