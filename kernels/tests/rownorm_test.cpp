@@ -540,10 +540,8 @@ static void test_denoise(const DnCase& c) {
       x0 = (double)sa * XT[i] - (double)s1m * m;
       eps = (double)sa * m + (double)s1m * XT[i];
     }
-    if (clip > 0) {
-      x0 = std::min(std::max(x0, -(double)clip), (double)clip);
-      eps = (XT[i] - (double)sa * x0) / s1m;
-    }
+    // Clipping bounds x0 only; eps stays the model's (diffusers' DDIM).
+    if (clip > 0) x0 = std::min(std::max(x0, -(double)clip), (double)clip);
     OUT[i] = c_x0 * x0 + c_xt * XT[i] + c_eps * eps + (c.noise ? c_noise * NZ[i] : 0.0);
     SCALE[i] = std::fabs(c_x0 * x0) + std::fabs(c_xt * XT[i]) + std::fabs(c_eps * eps) +
                (c.noise ? std::fabs(c_noise * NZ[i]) : 0.0);

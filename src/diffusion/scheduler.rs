@@ -146,6 +146,22 @@ impl SamplerKind {
             other => Err(Error::msg(format!("unknown sampler '{other}' (expected ddim or ddpm)"))),
         }
     }
+
+    /// The name `parse` reads.
+    pub fn name(self) -> &'static str {
+        match self {
+            SamplerKind::Ddpm => "ddpm",
+            SamplerKind::Ddim { .. } => "ddim",
+        }
+    }
+
+    /// DDIM's eta; DDPM's noise is the posterior's, which DDIM gives at eta = 1.
+    pub fn eta(self) -> f64 {
+        match self {
+            SamplerKind::Ddpm => 1.0,
+            SamplerKind::Ddim { eta } => eta,
+        }
+    }
 }
 
 /// A sampler over a fixed list of timesteps.

@@ -41,7 +41,7 @@ impl DiffusionMetrics {
     pub fn to_json(&self) -> Value {
         let o = &self.options;
         json!({"seen": self.seen.to_json(), "held_out": self.held_out.to_json(),
-               "sampling": {"steps": o.steps, "sampler": format!("{:?}", o.sampler), "guidance": o.guidance,
+               "sampling": {"steps": o.steps, "sampler": o.sampler.name(), "eta": o.sampler.eta(), "guidance": o.guidance,
                             "images_per_prompt": o.per_prompt, "seed": o.seed}})
     }
 }
