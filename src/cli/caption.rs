@@ -1,6 +1,7 @@
 //! `vlk caption` and `vlk vqa`: describe an image, or answer a question about it, with an
 //! encoder-decoder captioner; `train` and `eval` subcommands for each task.
 
+use super::device;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -149,13 +150,6 @@ pub struct EvalArgs {
     json: bool,
     #[arg(long)]
     device: Option<String>,
-}
-
-fn device(name: &Option<String>) -> Result<Device> {
-    match name {
-        Some(d) => Device::parse(d),
-        None => Device::default_device(),
-    }
 }
 
 pub fn run_caption(args: CaptionArgs) -> Result<()> {
@@ -458,8 +452,8 @@ fn train_and_report(args: &TrainArgs, task: Task) -> Result<()> {
     let name = task.name();
     let device = device(&args.device)?;
     let checkpoints = Checkpointer::new(&args.out, 2);
-    let (mut trainer, data) = match (args.resume, checkpoints.latest()?) {
-        (true, Some(ck)) => {
+    let (mut trainer, data) = match checkpoints.resume_point(args.resume)? {
+        Some(ck) => {
             let trainer = CaptionerTrainer::resume(&ck, device)?;
             if trainer.config.task != task {
                 return Err(Error::msg(format!("{name} train: this run trains {}", trainer.config.task.name())));
@@ -469,14 +463,7 @@ fn train_and_report(args: &TrainArgs, task: Task) -> Result<()> {
             let data = Data::open(&args.data, task, trainer.model.config.vision.image_size, args.seed)?;
             (trainer, data)
         }
-        (true, None) => return Err(Error::file(&args.out, "--resume: no checkpoint in this run directory")),
-        (false, Some(ck)) => {
-            return Err(Error::file(
-                &ck.dir,
-                "the run directory already has checkpoints: pass --resume to continue it, or choose another --out",
-            ))
-        }
-        (false, None) => {
+        None => {
             let data = Data::open(&args.data, task, args.image_size, args.seed)?;
             (new_trainer(args, task, &data, device)?, data)
         }

@@ -105,10 +105,7 @@ pub struct Loaded {
 }
 
 pub fn load(args: &ModelArgs) -> Result<Loaded> {
-    let device = match &args.device {
-        Some(d) => Device::parse(d)?,
-        None => Device::default_device()?,
-    };
+    let device = super::device(&args.device)?;
     let dir = &args.model;
     let clip = Clip::load(dir, device, DType::F32)?;
     let tok_path = dir.join("tokenizer.json");

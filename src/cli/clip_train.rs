@@ -193,25 +193,15 @@ pub fn train(args: &TrainArgs) -> Result<Outcome> {
             "clip train: --eval-images must be at least 10 (recall@10 needs ten candidates)",
         ));
     }
-    let device = match &args.device {
-        Some(d) => Device::parse(d)?,
-        None => Device::default_device()?,
-    };
+    let device = super::device(&args.device)?;
     let data = Data::open(args)?;
     let checkpoints = Checkpointer::new(&args.out, 2);
-    let mut trainer = match (args.resume, checkpoints.latest()?) {
-        (true, Some(ck)) => {
+    let mut trainer = match checkpoints.resume_point(args.resume)? {
+        Some(ck) => {
             eprintln!("resuming from {} (step {})", ck.dir.display(), ck.step);
             ClipTrainer::resume(&ck, device)?
         }
-        (true, None) => return Err(Error::file(&args.out, "--resume: no checkpoint in this run directory")),
-        (false, Some(ck)) => {
-            return Err(Error::file(
-                &ck.dir,
-                "the run directory already has checkpoints: pass --resume to continue it, or choose another --out",
-            ))
-        }
-        (false, None) => {
+        None => {
             let tokenizer = data.tokenizer()?;
             let config = TrainConfig {
                 steps: args.steps,

@@ -2,6 +2,7 @@
 //! under a frozen CLIP text encoder, sampled with DDIM or DDPM and classifier-free guidance,
 //! and scored on the built-in `shapes` prompts.
 
+use super::device;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -227,13 +228,6 @@ pub fn run(cmd: DiffusionCommand) -> Result<()> {
     }
 }
 
-fn device(name: &Option<String>) -> Result<Device> {
-    match name {
-        Some(d) => Device::parse(d),
-        None => Device::default_device(),
-    }
-}
-
 fn progress(total: u64, what: &str) -> Result<ProgressBar> {
     let bar = ProgressBar::new(total);
     let template = format!("{what} {{bar:30}} {{pos}}/{{len}} {{msg}} ETA {{eta}}");
@@ -417,20 +411,13 @@ fn grid_prompts() -> Vec<String> {
 pub fn train(args: &TrainArgs) -> Result<Outcome> {
     let device = device(&args.device)?;
     let checkpoints = Checkpointer::new(&args.out, 2);
-    let mut trainer = match (args.resume, checkpoints.latest()?) {
-        (true, Some(ck)) => {
+    let mut trainer = match checkpoints.resume_point(args.resume)? {
+        Some(ck) => {
             let trainer = DiffusionTrainer::resume(&ck, device)?;
             eprintln!("resuming from {} (step {})", ck.dir.display(), ck.step);
             trainer
         }
-        (true, None) => return Err(Error::file(&args.out, "--resume: no checkpoint in this run directory")),
-        (false, Some(ck)) => {
-            return Err(Error::file(
-                &ck.dir,
-                "the run directory already has checkpoints: pass --resume to continue it, or choose another --out",
-            ))
-        }
-        (false, None) => {
+        None => {
             let clip_dir = args
                 .clip
                 .as_ref()

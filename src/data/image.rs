@@ -38,8 +38,7 @@ impl ImageProcessor {
         if !path.is_file() {
             return Ok(Self::clip(size));
         }
-        let text = std::fs::read_to_string(&path).map_err(|e| Error::file(&path, format!("cannot read: {e}")))?;
-        let v: Value = serde_json::from_str(&text).map_err(|e| Error::file(&path, format!("not valid JSON: {e}")))?;
+        let v = crate::io::read_json(&path, "the preprocessor config")?;
         let mut p = Self::clip(size);
         let dim = |v: &Value, keys: &[&str]| -> Option<usize> {
             match v {

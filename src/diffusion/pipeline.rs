@@ -9,7 +9,6 @@ use super::prompts::PromptEncoder;
 use super::scheduler::{Sampler, SamplerKind, SchedulerConfig};
 use crate::models::{Dit, DitCondition, DitConditioning, TextCondition};
 use crate::{DType, Device, Error, Result, Rng, Tensor};
-use serde_json::Value;
 use std::path::Path;
 
 /// Images per denoiser batch while sampling (twice that with guidance).
@@ -53,8 +52,7 @@ impl TextToImage {
         let dit = Dit::load(dir, device, DType::F32)?;
         let encoder = PromptEncoder::load(&dir.join("text_encoder"), device)?;
         let path = dir.join("scheduler_config.json");
-        let text = std::fs::read_to_string(&path).map_err(|e| Error::file(&path, format!("cannot read: {e}")))?;
-        let v: Value = serde_json::from_str(&text).map_err(|e| Error::file(&path, format!("not valid JSON: {e}")))?;
+        let v = crate::io::read_json(&path, "the scheduler config")?;
         let scheduler = SchedulerConfig::from_json(&v).map_err(|e| Error::file(&path, e))?;
         Self::new(dit, encoder, scheduler)
     }
@@ -62,8 +60,7 @@ impl TextToImage {
     pub fn save(&self, dir: &Path) -> Result<()> {
         self.dit.save(dir)?;
         self.encoder.save(&dir.join("text_encoder"))?;
-        let body = serde_json::to_vec_pretty(&self.scheduler.to_json()).map_err(|e| Error::msg(e.to_string()))?;
-        crate::io::write_atomic(&dir.join("scheduler_config.json"), &body)
+        crate::io::write_json(&dir.join("scheduler_config.json"), &self.scheduler.to_json())
     }
 
     pub fn image_size(&self) -> usize {

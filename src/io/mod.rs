@@ -3,6 +3,7 @@
 pub mod safetensors;
 
 use crate::{Error, Result};
+use serde_json::Value;
 use std::io::Write;
 use std::path::Path;
 
@@ -24,4 +25,16 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         return Err(Error::file(path, format!("cannot write: {e}")));
     }
     Ok(())
+}
+
+/// Reads a JSON file; errors name the file and say what it is (`what`: "the model config").
+pub fn read_json(path: &Path, what: &str) -> Result<Value> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::file(path, format!("cannot read {what}: {e}")))?;
+    serde_json::from_str(&text).map_err(|e| Error::file(path, format!("not valid JSON: {e}")))
+}
+
+/// Writes `value` as indented JSON, atomically.
+pub fn write_json(path: &Path, value: &Value) -> Result<()> {
+    let body = serde_json::to_vec_pretty(value).map_err(|e| Error::msg(e.to_string()))?;
+    write_atomic(path, &body)
 }

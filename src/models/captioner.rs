@@ -114,8 +114,7 @@ impl CaptionerConfig {
 
     pub fn load(dir: &Path) -> Result<Self> {
         let path = dir.join("config.json");
-        let text = std::fs::read_to_string(&path).map_err(|e| Error::file(&path, format!("cannot read the model config: {e}")))?;
-        let v: Value = serde_json::from_str(&text).map_err(|e| Error::file(&path, format!("not valid JSON: {e}")))?;
+        let v = crate::io::read_json(&path, "the model config")?;
         Self::from_json(&v, &path.display().to_string())
     }
 }
@@ -223,8 +222,7 @@ impl Captioner {
 
     pub fn save(&self, dir: &Path) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(|e| Error::file(dir, format!("cannot create: {e}")))?;
-        let config = serde_json::to_vec_pretty(&self.config.to_json()).map_err(|e| Error::msg(e.to_string()))?;
-        crate::io::write_atomic(&dir.join("config.json"), &config)?;
+        crate::io::write_json(&dir.join("config.json"), &self.config.to_json())?;
         safetensors::save(dir.join("model.safetensors"), &self.store.named())
     }
 

@@ -69,8 +69,7 @@ impl Clip {
     /// Writes `config.json` and `model.safetensors` (f32 unless the model is in another dtype)
     /// into `dir`, in the layout transformers reads.
     pub fn save(&self, dir: &Path) -> Result<()> {
-        let config = serde_json::to_vec_pretty(&self.config.to_json()).map_err(|e| Error::msg(e.to_string()))?;
-        crate::io::write_atomic(&dir.join("config.json"), &config)?;
+        crate::io::write_json(&dir.join("config.json"), &self.config.to_json())?;
         safetensors::save(dir.join("model.safetensors"), &self.store.named())
     }
 

@@ -236,8 +236,7 @@ impl ClipConfig {
     /// Reads `dir/config.json`.
     pub fn load(dir: &Path) -> Result<Self> {
         let path = dir.join("config.json");
-        let text = std::fs::read_to_string(&path).map_err(|e| Error::file(&path, format!("cannot read the model config: {e}")))?;
-        let v: Value = serde_json::from_str(&text).map_err(|e| Error::file(&path, format!("not valid JSON: {e}")))?;
+        let v = crate::io::read_json(&path, "the model config")?;
         Self::from_json(&v, &path.display().to_string())
     }
 

@@ -28,8 +28,7 @@ pub struct VitConfig {
 impl VitConfig {
     pub fn load(dir: &Path) -> Result<Self> {
         let path = dir.join("config.json");
-        let text = std::fs::read_to_string(&path).map_err(|e| Error::file(&path, format!("cannot read the model config: {e}")))?;
-        let v: Value = serde_json::from_str(&text).map_err(|e| Error::file(&path, format!("not valid JSON: {e}")))?;
+        let v = crate::io::read_json(&path, "the model config")?;
         let n = |k: &str, d: u64| -> Result<usize> {
             v.get(k)
                 .map_or(Some(d), Value::as_u64)

@@ -258,9 +258,7 @@ impl CaptionerTrainer {
         let model = Captioner::load(&checkpoint.dir, device)?;
         let mut opt = optimizer(&model, &config)?;
         checkpoint.restore_optimizer(&mut opt)?;
-        let bad = |key: &str, e: serde_json::Error| Error::file(&context, format!("trainer state: bad '{key}': {e}"));
-        let losses: Vec<(u64, f64)> = serde_json::from_value(state["losses"].clone()).map_err(|e| bad("losses", e))?;
-        let evals: Vec<(u64, Value)> = serde_json::from_value(state["evals"].clone()).map_err(|e| bad("evals", e))?;
+        let (losses, evals) = checkpoint.history(&state)?;
         Ok(CaptionerTrainer {
             model,
             tokenizer,

@@ -11,6 +11,9 @@ use crate::{Device, Error, Result, Rng, Tensor};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 
+/// (step, loss) of every step and (step, metrics) of every evaluation of a run.
+pub type History = (Vec<(u64, f64)>, Vec<(u64, Value)>);
+
 pub struct Checkpointer {
     dir: PathBuf,
     keep: usize,
@@ -77,6 +80,22 @@ impl Checkpointer {
         Ok(self.list()?.pop())
     }
 
+    /// Where a run starts: the newest checkpoint when `resume` asks for one (an error when there
+    /// is none), nothing for a fresh run (an error when the directory already holds one, so a
+    /// finished run is never overwritten by accident).
+    pub fn resume_point(&self, resume: bool) -> Result<Option<Checkpoint>> {
+        let run_dir = self.dir.parent().unwrap_or(&self.dir);
+        match (resume, self.latest()?) {
+            (true, Some(ck)) => Ok(Some(ck)),
+            (true, None) => Err(Error::file(run_dir, "--resume: no checkpoint in this run directory")),
+            (false, Some(ck)) => Err(Error::file(
+                &ck.dir,
+                "the run directory already has checkpoints: pass --resume to continue it, or choose another --out",
+            )),
+            (false, None) => Ok(None),
+        }
+    }
+
     /// Writes a checkpoint for `step`: `write_model` fills the directory with the model's own
     /// files, then the optimizer and `state` (to which the step and RNG are added) follow.
     pub fn save(
@@ -140,6 +159,16 @@ impl Checkpoint {
         }
         let rng = rng_from_json(&v["rng"], &path)?;
         Ok((v, rng))
+    }
+
+    /// The (step, loss) and (step, metrics) history a training loop stored in its state under
+    /// "losses" and "evals".
+    pub fn history(&self, state: &Value) -> Result<History> {
+        let context = self.dir.join("trainer_state.json");
+        let bad = |key: &str, e: serde_json::Error| Error::file(&context, format!("trainer state: bad '{key}': {e}"));
+        let losses = serde_json::from_value(state["losses"].clone()).map_err(|e| bad("losses", e))?;
+        let evals = serde_json::from_value(state["evals"].clone()).map_err(|e| bad("evals", e))?;
+        Ok((losses, evals))
     }
 
     /// Restores AdamW's moments and per-parameter step counts.

@@ -242,10 +242,7 @@ impl ClipTrainer {
         config.set_precision(&mut clip);
         let mut opt = config.optimizer(&clip)?;
         checkpoint.restore_optimizer(&mut opt)?;
-        let losses: Vec<(u64, f64)> = serde_json::from_value(state["losses"].clone())
-            .map_err(|e| Error::file(&context, format!("trainer state: bad 'losses': {e}")))?;
-        let evals: Vec<(u64, Value)> = serde_json::from_value(state["evals"].clone())
-            .map_err(|e| Error::file(&context, format!("trainer state: bad 'evals': {e}")))?;
+        let (losses, evals) = checkpoint.history(&state)?;
         Ok(ClipTrainer {
             clip,
             tokenizer,

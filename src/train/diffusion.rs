@@ -285,9 +285,7 @@ impl DiffusionTrainer {
         safetensors::load_into(&ema.store, checkpoint.dir.join("ema.safetensors"), LoadOptions::default())?;
         let mut opt = optimizer(&online, &config)?;
         checkpoint.restore_optimizer(&mut opt)?;
-        let bad = |key: &str, e: serde_json::Error| Error::file(&context, format!("trainer state: bad '{key}': {e}"));
-        let losses: Vec<(u64, f64)> = serde_json::from_value(state["losses"].clone()).map_err(|e| bad("losses", e))?;
-        let evals: Vec<(u64, Value)> = serde_json::from_value(state["evals"].clone()).map_err(|e| bad("evals", e))?;
+        let (losses, evals) = checkpoint.history(&state)?;
         Ok(DiffusionTrainer {
             model: TextToImage::new(ema, encoder, scheduler)?,
             online,
