@@ -153,24 +153,6 @@ impl DitConfig {
         let v = crate::io::read_json(&path, "the model config")?;
         Self::from_json(&v, &path.display().to_string())
     }
-
-    /// Multiply-add FLOPs (2 per MAC) of one forward pass of one image.
-    pub fn forward_flops(&self) -> f64 {
-        let (n, d) = (self.num_patches() as f64, self.dim() as f64);
-        let p2 = (self.patch_size * self.patch_size) as f64;
-        let cross = match self.conditioning {
-            // q and out over the image tokens, k and v over the text tokens, scores and values.
-            DitConditioning::Text { text_width, text_len } => {
-                let (w, l) = (text_width as f64, text_len as f64);
-                2.0 * (2.0 * n * d * d + 2.0 * l * w * d + 2.0 * n * l * d)
-            }
-            DitConditioning::Class { .. } => 0.0,
-        };
-        // qkv and out (4 N D^2), scores and values (2 N^2 D), the MLP (8 N D^2).
-        let block = 2.0 * (4.0 * n * d * d + 2.0 * n * n * d + 8.0 * n * d * d) + cross;
-        let io = 2.0 * n * p2 * d * (self.in_channels + self.out_channels) as f64;
-        self.num_layers as f64 * block + io
-    }
 }
 
 /// sinusoid(t) as diffusers' `Timesteps(256, flip_sin_to_cos=True, downscale_freq_shift=1)`:
