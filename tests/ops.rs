@@ -50,6 +50,23 @@ proptest! {
         }
     }
 
+    /// bf16 x bf16 (the AVX512-BF16 kernel where the CPU has it, else widened to f32) against the
+    /// f64 product of the same bf16 values: k up to 600 crosses the 512-deep bf16 K slice, odd k
+    /// leaves half a pair, a column offset makes the pairs straddle 32-bit words.
+    #[test]
+    fn bf16_gemm_matches_triple_loop(m in 1usize..=70, k in 1usize..=600, n in 1usize..=70, ta in any::<bool>(), tb in any::<bool>(), skip in 0usize..=1, seed in any::<u64>()) {
+        let mut rng = Rng::new(seed);
+        let bf = |t: Tensor| t.to_dtype(DType::BF16).unwrap();
+        let a = if ta { bf(randn(&mut rng, &[k, m], DType::F32)).t().unwrap() } else { bf(randn(&mut rng, &[m, k + skip], DType::F32)).narrow(1, skip, k).unwrap() };
+        let b = if tb { bf(randn(&mut rng, &[n, k], DType::F32)).t().unwrap() } else { bf(randn(&mut rng, &[k, n + skip], DType::F32)).narrow(1, skip, n).unwrap() };
+        let got = a.matmul(&b).unwrap();
+        prop_assert_eq!(got.dtype(), DType::BF16);
+        let want = naive_matmul(&a.contiguous().unwrap().to_f64_vec().unwrap(), &b.contiguous().unwrap().to_f64_vec().unwrap(), m, k, n);
+        let want = Tensor::from_vec(want, &[m, n], Device::Cpu).unwrap();
+        // The f32 sums are close to exact; the result is rounded to bf16 (relative 2^-9).
+        assert_close(&got.to_dtype(DType::F64).unwrap(), &want, 1e-4 * (k as f64).sqrt(), 4e-3, "bf16 gemm");
+    }
+
     #[test]
     fn batched_broadcast_gemm(b in 1usize..=4, m in 1usize..=20, k in 1usize..=20, n in 1usize..=20, seed in any::<u64>()) {
         let mut rng = Rng::new(seed);

@@ -3,13 +3,16 @@
 //!
 //! FMA: each thread runs a loop of independent fused multiply-adds on 12 vector accumulators
 //! (enough to cover the FMA latency of current cores), AVX-512 where the CPU has it, else
-//! AVX2+FMA; FLOPs = 2 x lanes x accumulators x iterations. Memory: a sum over a 512 MiB f32
+//! AVX2+FMA; FLOPs = 2 x lanes x accumulators x iterations. bf16: the same with the fastest bf16
+//! GEMM instruction the CPU has (AMX `tdpbf16ps` on zeroed tiles, or `vdpbf16ps`), the ceiling of
+//! bf16 GEMM rows. Memory: a sum over a 512 MiB f32
 //! buffer (read) and a copy between two such buffers (copy, counted as bytes read plus bytes
 //! written, as STREAM counts it), split across threads. Each figure is the median of 5 runs.
 
 use rayon::prelude::*;
 use serde_json::json;
 use std::time::Instant;
+use vlk::backend::cpu::gemm_bf16::{peak_probe, Bf16Kernel};
 use vlk::Result;
 
 #[derive(clap::Args)]
@@ -21,6 +24,7 @@ pub struct CeilingsArgs {
 
 const ACCUMULATORS: usize = 12;
 const FMA_ITERATIONS: u64 = 50_000_000;
+const BF16_TILE_ITERATIONS: u64 = 2_000_000;
 const BUFFER_BYTES: usize = 512 << 20;
 const RUNS: usize = 5;
 
@@ -106,12 +110,25 @@ fn fma_rate(threads: usize) -> (f64, &'static str) {
     (parts.iter().map(|p| p.0).sum::<f64>() / secs / 1e9, parts[0].1)
 }
 
+/// GFLOP/s of `threads` threads running `kernel`'s bf16 instruction at once.
+fn bf16_rate(kernel: Bf16Kernel, threads: usize) -> f64 {
+    let iterations = match kernel {
+        Bf16Kernel::Amx => BF16_TILE_ITERATIONS,
+        Bf16Kernel::Avx512 => FMA_ITERATIONS,
+    };
+    let start = Instant::now();
+    let flops: f64 = (0..threads).into_par_iter().map(|_| peak_probe(kernel, iterations)).sum();
+    flops / start.elapsed().as_secs_f64() / 1e9
+}
+
 /// This machine's measured ceilings (medians).
 pub struct Ceilings {
     pub isa: &'static str,
     pub threads: usize,
     pub fma_gflops_one_thread: f64,
     pub fma_gflops: f64,
+    /// The bf16 GEMM instruction's peak on all threads, and which kernel (None: bf16 is widened).
+    pub bf16: Option<(Bf16Kernel, f64)>,
     pub read_gbps: f64,
     pub copy_gbps: f64,
 }
@@ -132,6 +149,7 @@ pub fn measure(runs: usize) -> Ceilings {
         })
         .collect();
     let all: Vec<f64> = (0..runs).map(|_| fma_rate(threads).0).collect();
+    let bf16 = Bf16Kernel::best().map(|k| (k, median((0..runs).map(|_| bf16_rate(k, threads)).collect())));
     let n = BUFFER_BYTES / 4;
     let src: Vec<f32> = (0..n).into_par_iter().map(|i| (i % 251) as f32).collect();
     let mut dst = vec![0f32; n];
@@ -159,6 +177,7 @@ pub fn measure(runs: usize) -> Ceilings {
         threads,
         fma_gflops_one_thread: median(one),
         fma_gflops: median(all),
+        bf16,
         read_gbps: median(read),
         copy_gbps: median(copy),
     }
@@ -167,7 +186,8 @@ pub fn measure(runs: usize) -> Ceilings {
 impl Ceilings {
     pub fn to_json(&self) -> serde_json::Value {
         json!({"isa": self.isa, "threads": self.threads, "fma_gflops_one_thread": self.fma_gflops_one_thread,
-               "fma_gflops_all_threads": self.fma_gflops, "read_gb_per_s": self.read_gbps, "copy_gb_per_s": self.copy_gbps})
+               "fma_gflops_all_threads": self.fma_gflops, "bf16_kernel": self.bf16.map(|b| format!("{:?}", b.0).to_lowercase()),
+               "bf16_gflops_all_threads": self.bf16.map(|b| b.1), "read_gb_per_s": self.read_gbps, "copy_gb_per_s": self.copy_gbps})
     }
 }
 
@@ -182,6 +202,10 @@ pub fn run(args: CeilingsArgs) -> Result<()> {
         "FMA peak ({isa}): {:.0} GFLOP/s on one thread, {:.0} GFLOP/s on {threads}",
         c.fma_gflops_one_thread, c.fma_gflops
     );
+    match c.bf16 {
+        Some((kernel, g)) => println!("bf16 GEMM instruction peak ({kernel:?}): {g:.0} GFLOP/s on {threads}"),
+        None => println!("bf16 GEMM: no bf16 instruction (bf16 is widened to f32)"),
+    }
     println!(
         "memory: read {:.1} GB/s, copy {:.1} GB/s (read + written bytes), 512 MiB buffers",
         c.read_gbps, c.copy_gbps

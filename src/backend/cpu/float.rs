@@ -4,11 +4,11 @@
 
 use super::CpuStorage;
 use crate::{DType, Error, Layout, Result};
-use half::{bf16, f16};
+use half::f16;
 use std::borrow::Cow;
 
 pub trait Float:
-    Copy
+    bytemuck::Pod
     + Send
     + Sync
     + Default
@@ -170,7 +170,7 @@ impl FloatOut {
         match (self, dtype) {
             (FloatOut::F64(v), _) => CpuStorage::F64(v),
             (FloatOut::F32(v), DType::F16) => CpuStorage::F16(v.iter().map(|&x| f16::from_f32(x)).collect()),
-            (FloatOut::F32(v), DType::BF16) => CpuStorage::BF16(v.iter().map(|&x| bf16::from_f32(x)).collect()),
+            (FloatOut::F32(v), DType::BF16) => CpuStorage::BF16(super::vmath::narrow_bf16(&v)),
             (FloatOut::F32(v), _) => CpuStorage::F32(v),
         }
     }

@@ -1,16 +1,22 @@
-//! CPU matrix product C = A B for f32/f64 (F16/BF16 are widened to f32 first).
+//! CPU matrix product C = A B for f32/f64 (F16 is widened to f32 first; BF16 runs gemm_bf16.rs's
+//! AMX or AVX512-BF16 kernels where the CPU has one, else is widened too).
 //!
-//! Blocked GEMM in the Goto/BLIS style: C is cut into MC x NC tiles that threads share out; each
-//! tile walks K in KC slices, packs its A slice into MR-row panels and its B slice into NR-column
-//! panels (zero-padded), and runs an MR x NR register-tiled micro-kernel over them. Packing
-//! accepts any strides, so transposed operands (as backward passes use) cost nothing extra.
-//! Micro-kernels: f32 8x32 with AVX-512, f32 6x16 with AVX2+FMA (std::arch intrinsics, picked at
-//! run time), and a portable 4x8 for f64 and older CPUs.
-//! FLOPs: 2*m*n*k; a packed B panel (KC x 32 f32 = 32 KiB) stays in L1/L2, the A block in L2.
+//! Blocked GEMM in the Goto/BLIS style: for each NC-column block and KC-deep slice of K, B is
+//! packed into NR-column panels (zero-padded) shared by all threads; C's rows (or its panels, where
+//! that balances better) are split into one equal share per thread, and each share packs its A
+//! rows in MC-row blocks of MR-row panels and runs an MR x NR register-tiled micro-kernel over
+//! every (A panel, B panel) pair, rows outside and columns inside. Packing accepts any strides, so
+//! transposed operands (as backward passes use) cost nothing extra. Operand packing and kernels are
+//! pluggable (`Operands`, `MicroKernel`): f32 8x32 with AVX-512, f32 6x16 with AVX2+FMA
+//! (std::arch intrinsics, picked at run time), a portable 4x8 for f64 and older CPUs, and
+//! gemm_bf16.rs's bf16 kernels.
+//! FLOPs: 2*m*n*k. With f32 at KC = 256 the A micro-panel (8 x 256 = 8 KiB) stays in L1 while the
+//! packed B block (256 x 512 = 512 KiB) streams from L2; C moves once per K slice.
 
 use super::float::{accumulator, float_data, Float, FloatOut};
-use super::CpuStorage;
+use super::{gemm_bf16, CpuStorage};
 use crate::{Error, Layout, Result};
+use half::bf16;
 use rayon::prelude::*;
 use std::cell::RefCell;
 use std::ops::Range;
@@ -28,17 +34,54 @@ pub struct MatRef<'a, T> {
     pub cs: usize,
 }
 
-/// A register-tiled kernel: C[mr x nr] (row stride ldc) += packed A panel x packed B panel.
+/// A register-tiled kernel: C[mr x nr] (row stride ldc) += packed A panel x packed B panel, both
+/// `depth` packed elements deep. The packed element P is the operand type, or for bf16 a pair of
+/// consecutive k; C is f32/f64.
 #[derive(Clone, Copy)]
-pub struct MicroKernel<T> {
+pub struct MicroKernel<P, C = P> {
     pub name: &'static str,
     pub mr: usize,
     pub nr: usize,
-    run: unsafe fn(kc: usize, a: *const T, b: *const T, c: *mut T, ldc: usize),
+    pub(super) run: unsafe fn(depth: usize, a: *const P, b: *const P, c: *mut C, ldc: usize),
+}
+
+/// The two operands of one product and how they are packed into micro-panels.
+pub(super) trait Operands<P>: Sync {
+    /// How many k one packed element covers (2 for bf16 pairs).
+    const K_PER_ELEMENT: usize;
+    /// Packed elements per line for a K slice of `k_len` (more than k_len / K_PER_ELEMENT where a
+    /// kernel consumes k in fixed chunks; the packing zero-fills the rest).
+    fn depth(&self, k_len: usize) -> usize {
+        k_len.div_ceil(Self::K_PER_ELEMENT)
+    }
+    /// k per K slice.
+    fn k_slice(&self) -> usize {
+        KC * Self::K_PER_ELEMENT
+    }
+    /// Rows `rows` of A over `ks` into panels of `mr` rows: out[panel][p][row].
+    fn pack_a(&self, mr: usize, rows: Range<usize>, ks: Range<usize>, out: &mut [P]);
+    /// Columns `cols` of B over `ks` into panels of `nr` columns: out[panel][p][col].
+    fn pack_b(&self, nr: usize, cols: Range<usize>, ks: Range<usize>, out: &mut [P]);
+}
+
+/// Strided f32/f64 operands, packed element by element.
+struct FloatOperands<'a, T> {
+    a: &'a MatRef<'a, T>,
+    b: &'a MatRef<'a, T>,
+}
+
+impl<T: Float> Operands<T> for FloatOperands<'_, T> {
+    const K_PER_ELEMENT: usize = 1;
+    fn pack_a(&self, mr: usize, rows: Range<usize>, ks: Range<usize>, out: &mut [T]) {
+        pack(self.a, self.a.rs, self.a.cs, mr, rows, ks, out)
+    }
+    fn pack_b(&self, nr: usize, cols: Range<usize>, ks: Range<usize>, out: &mut [T]) {
+        pack(self.b, self.b.cs, self.b.rs, nr, cols, ks, out)
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
-mod x86 {
+pub(super) mod x86 {
     use std::arch::x86_64::*;
 
     /// 8 x 32 f32 tile: 16 zmm accumulators, two B vectors and one broadcast per k.
@@ -217,7 +260,7 @@ fn transpose_pack_f32<T: Float>(
     dst: &mut [T],
 ) -> bool {
     #[cfg(target_arch = "x86_64")]
-    if std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>() && w.is_multiple_of(8) && std::is_x86_feature_detected!("avx2") {
+    if std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>() && w >= 8 && std::is_x86_feature_detected!("avx2") {
         let kc = ks.len();
         let base = m.offset + l0 * line_stride + ks.start;
         if valid > 0 {
@@ -247,29 +290,33 @@ fn transpose_pack_f32<T: Float>(
     false
 }
 
-fn pack_a<T: Float>(a: &MatRef<T>, mr: usize, rows: Range<usize>, ks: Range<usize>, out: &mut [T]) {
-    pack(a, a.rs, a.cs, mr, rows, ks, out)
-}
-
-fn pack_b<T: Float>(b: &MatRef<T>, nr: usize, ks: Range<usize>, cols: Range<usize>, out: &mut [T]) {
-    pack(b, b.cs, b.rs, nr, cols, ks, out)
-}
-
-/// All micro-tiles of one packed (mc x kc) x (kc x nc) block; edge tiles go through a scratch
-/// tile so the kernel always computes a full mr x nr.
+/// All micro-tiles of one packed (mc x depth) x (depth x nc) block; edge tiles go through a
+/// scratch tile so the kernel always computes a full mr x nr. Rows outside, columns inside: the A
+/// micro-panel (8 x 256 f32 = 8 KiB) stays in L1 while the B block streams from L2, and C is
+/// walked along its rows.
 #[allow(clippy::too_many_arguments)]
-unsafe fn macro_kernel<T: Float>(uk: &MicroKernel<T>, mc: usize, nc: usize, kc: usize, pa: *const T, pb: *const T, c: *mut T, ldc: usize) {
-    let mut scratch = [T::ZERO; 8 * 32];
-    for jr in (0..nc).step_by(uk.nr) {
-        for ir in (0..mc).step_by(uk.mr) {
-            let (a, b) = (pa.add(ir * kc), pb.add(jr * kc));
+unsafe fn macro_kernel<P, C: Float>(
+    uk: &MicroKernel<P, C>,
+    mc: usize,
+    nc: usize,
+    depth: usize,
+    pa: *const P,
+    pb: *const P,
+    c: *mut C,
+    ldc: usize,
+) {
+    let mut scratch = [C::ZERO; 32 * 32];
+    debug_assert!(uk.mr * uk.nr <= scratch.len());
+    for ir in (0..mc).step_by(uk.mr) {
+        for jr in (0..nc).step_by(uk.nr) {
+            let (a, b) = (pa.add(ir * depth), pb.add(jr * depth));
             let (mr, nr) = (uk.mr.min(mc - ir), uk.nr.min(nc - jr));
             let ct = c.add(ir * ldc + jr);
             if mr == uk.mr && nr == uk.nr {
-                (uk.run)(kc, a, b, ct, ldc);
+                (uk.run)(depth, a, b, ct, ldc);
             } else {
-                scratch.iter_mut().for_each(|x| *x = T::ZERO);
-                (uk.run)(kc, a, b, scratch.as_mut_ptr(), uk.nr);
+                scratch[..uk.mr * uk.nr].fill(C::ZERO);
+                (uk.run)(depth, a, b, scratch.as_mut_ptr(), uk.nr);
                 for i in 0..mr {
                     for j in 0..nr {
                         *ct.add(i * ldc + j) += scratch[i * uk.nr + j];
@@ -292,13 +339,13 @@ impl<T> SendPtr<T> {
     }
 }
 
-/// A reusable, 8-byte aligned buffer viewed as `len` elements of T (f32 or f64).
-pub fn workspace<T: Float>(buf: &mut Vec<u64>, len: usize) -> &mut [T] {
+/// A reusable, 8-byte aligned buffer viewed as `len` elements of T (f32, f64 or packed bf16 pairs).
+pub fn workspace<T: bytemuck::Pod>(buf: &mut Vec<u64>, len: usize) -> &mut [T] {
     let words = (len * std::mem::size_of::<T>()).div_ceil(8);
     if buf.len() < words {
         buf.resize(words, 0);
     }
-    // SAFETY: the buffer holds at least len Ts, is 8-byte aligned, and any bits are a valid f32/f64.
+    // SAFETY: the buffer holds at least len Ts, is 8-byte aligned, and any bits are a valid T (Pod).
     unsafe { std::slice::from_raw_parts_mut(buf.as_mut_ptr() as *mut T, len) }
 }
 
@@ -306,13 +353,26 @@ pub fn workspace<T: Float>(buf: &mut Vec<u64>, len: usize) -> &mut [T] {
 /// (m x k) and B_b (k x n) strided. `c` holds batch * m * n elements, zeroed by the caller.
 /// Products big enough to pay for it are split across threads.
 pub fn gemm_batched<T: Float>(m: usize, n: usize, k: usize, a: &[MatRef<T>], b: &[MatRef<T>], c: &mut [T]) {
-    let parallel = m * n * k * a.len() >= (1 << 17);
+    let operands: Vec<FloatOperands<T>> = a.iter().zip(b).map(|(a, b)| FloatOperands { a, b }).collect();
+    gemm_batched_with(m, n, k, &operands, &micro_kernel::<T>(), c)
+}
+
+/// `gemm_batched` for any packing: one product per entry of `operands`, C_b after one another.
+pub(super) fn gemm_batched_with<P: bytemuck::Pod + Send + Sync, C: Float, O: Operands<P>>(
+    m: usize,
+    n: usize,
+    k: usize,
+    operands: &[O],
+    uk: &MicroKernel<P, C>,
+    c: &mut [C],
+) {
+    let parallel = m * n * k * operands.len() >= (1 << 17);
     let cptr = SendPtr(c.as_mut_ptr());
     with_packed_b(|packed| {
-        for (bi, (am, bm)) in a.iter().zip(b).enumerate() {
+        for (bi, ops) in operands.iter().enumerate() {
             // SAFETY: c holds batch * m * n elements, so C_b (m rows of n) lies inside it.
             let c_b = SendPtr(unsafe { cptr.get().add(bi * m * n) });
-            gemm_blocked(m, n, k, am, bm, c_b, n, parallel, packed);
+            gemm_blocked(m, n, k, ops, uk, c_b, n, parallel, packed);
         }
     });
 }
@@ -326,7 +386,8 @@ pub fn gemm_serial<T: Float>(m: usize, n: usize, k: usize, a: &MatRef<T>, b: &Ma
     }
     assert!(ldc >= n && c.len() >= (m - 1) * ldc + n, "gemm_serial: C is too small");
     let cptr = SendPtr(c.as_mut_ptr());
-    with_packed_b(|packed| gemm_blocked(m, n, k, a, b, cptr, ldc, false, packed));
+    let uk = micro_kernel::<T>();
+    with_packed_b(|packed| gemm_blocked(m, n, k, &FloatOperands { a, b }, &uk, cptr, ldc, false, packed));
 }
 
 /// Runs `f` with this thread's packed-B buffer. A thread that waits inside rayon may be handed
@@ -345,69 +406,52 @@ fn with_packed_b(f: impl FnOnce(&mut Vec<u64>)) {
 /// panels in parallel) and shared; then M blocks, split further by column chunks when there
 /// are fewer blocks than threads, each pack their A block and run the micro-kernels.
 #[allow(clippy::too_many_arguments)]
-fn gemm_blocked<T: Float>(
+fn gemm_blocked<P: bytemuck::Pod + Send + Sync, C: Float, O: Operands<P>>(
     m: usize,
     n: usize,
     k: usize,
-    am: &MatRef<T>,
-    bm: &MatRef<T>,
-    c: SendPtr<T>,
+    ops: &O,
+    uk: &MicroKernel<P, C>,
+    c: SendPtr<C>,
     ldc: usize,
     parallel: bool,
     packed: &mut Vec<u64>,
 ) {
-    let uk = micro_kernel::<T>();
     let threads = if parallel { rayon::current_num_threads() } else { 1 };
     for jc in (0..n).step_by(NC) {
         let cols = jc..(jc + NC).min(n);
         let panels = cols.len().div_ceil(uk.nr);
-        for pc in (0..k).step_by(KC) {
-            let ks = pc..(pc + KC).min(k);
-            let kc = ks.len();
-            let pb = workspace::<T>(packed, panels * uk.nr * kc);
-            let pack_panel = |(p, dst): (usize, &mut [T])| {
+        for pc in (0..k).step_by(ops.k_slice()) {
+            let ks = pc..(pc + ops.k_slice()).min(k);
+            let depth = ops.depth(ks.len());
+            let pb = workspace::<P>(packed, panels * uk.nr * depth);
+            let pack_panel = |(p, dst): (usize, &mut [P])| {
                 let c0 = cols.start + p * uk.nr;
-                pack_b(bm, uk.nr, ks.clone(), c0..(c0 + uk.nr).min(cols.end), dst)
+                ops.pack_b(uk.nr, c0..(c0 + uk.nr).min(cols.end), ks.clone(), dst)
             };
             if parallel {
-                pb.par_chunks_mut(uk.nr * kc).enumerate().for_each(pack_panel);
+                pb.par_chunks_mut(uk.nr * depth).enumerate().for_each(pack_panel);
             } else {
-                pb.chunks_mut(uk.nr * kc).enumerate().for_each(pack_panel);
+                pb.chunks_mut(uk.nr * depth).enumerate().for_each(pack_panel);
             }
-            let pb: &[T] = pb;
-            // Work items: (row block, panel range); enough of them to feed every thread.
-            let m_blocks = m.div_ceil(MC);
-            let chunks = threads.div_ceil(m_blocks).clamp(1, panels);
-            let per_chunk = panels.div_ceil(chunks);
-            let tasks: Vec<(Range<usize>, Range<usize>)> = (0..m)
-                .step_by(MC)
-                .flat_map(|r0| {
-                    (0..panels)
-                        .step_by(per_chunk)
-                        .map(move |p0| (r0..(r0 + MC).min(m), p0..(p0 + per_chunk).min(panels)))
-                })
-                .collect();
+            let pb: &[P] = pb;
+            let tasks = split_work(m, panels, uk.mr, threads);
             let run = |(rows, prange): (Range<usize>, Range<usize>)| {
                 PACK_A.with(|buf| {
                     let mut buf = buf.borrow_mut();
-                    let pa = workspace::<T>(&mut buf, rows.len().div_ceil(uk.mr) * uk.mr * kc);
-                    pack_a(am, uk.mr, rows.clone(), ks.clone(), pa);
                     let col0 = cols.start + prange.start * uk.nr;
                     let ncols = (cols.start + prange.end * uk.nr).min(cols.end) - col0;
-                    // SAFETY: each task owns C rows `rows` x its columns; the packed B panels it
-                    // reads were written before the tasks started.
-                    unsafe {
-                        let c_tile = c.get().add(rows.start * ldc + col0);
-                        macro_kernel(
-                            &uk,
-                            rows.len(),
-                            ncols,
-                            kc,
-                            pa.as_ptr(),
-                            pb.as_ptr().add(prange.start * uk.nr * kc),
-                            c_tile,
-                            ldc,
-                        );
+                    for r0 in rows.clone().step_by(MC) {
+                        let block = r0..(r0 + MC).min(rows.end);
+                        let pa = workspace::<P>(&mut buf, block.len().div_ceil(uk.mr) * uk.mr * depth);
+                        ops.pack_a(uk.mr, block.clone(), ks.clone(), pa);
+                        // SAFETY: each task owns C rows `rows` x its columns; the packed B panels
+                        // it reads were written before the tasks started.
+                        unsafe {
+                            let c_tile = c.get().add(block.start * ldc + col0);
+                            let b_panels = pb.as_ptr().add(prange.start * uk.nr * depth);
+                            macro_kernel(uk, block.len(), ncols, depth, pa.as_ptr(), b_panels, c_tile, ldc);
+                        }
                     }
                 })
             };
@@ -417,6 +461,27 @@ fn gemm_blocked<T: Float>(
                 tasks.into_iter().for_each(run);
             }
         }
+    }
+}
+
+/// Splits an m-row x `panels`-panel block of C into `threads` tasks of near-equal work: by rows in
+/// whole micro-tile rows (`mr`), or by panels where that balances better (few rows, e.g. a batch-1
+/// forward). Equal static shares matter on few cores: 5 row blocks over 2 threads cost 20%.
+fn split_work(m: usize, panels: usize, mr: usize, threads: usize) -> Vec<(Range<usize>, Range<usize>)> {
+    let units = m.div_ceil(mr);
+    if threads <= 1 {
+        return vec![(0..m, 0..panels)];
+    }
+    // The busiest thread's load over the mean one, splitting n equal pieces.
+    let imbalance = |n: usize| (n.div_ceil(threads) * threads) as f64 / n as f64;
+    let pieces = |n: usize| {
+        let parts = threads.min(n);
+        (0..parts).map(move |i| (n * i / parts)..(n * (i + 1) / parts))
+    };
+    if imbalance(units) <= imbalance(panels) {
+        pieces(units).map(|u| (u.start * mr..(u.end * mr).min(m), 0..panels)).collect()
+    } else {
+        pieces(panels).map(|p| (0..m, p)).collect()
     }
 }
 
@@ -432,34 +497,38 @@ fn batch_offsets(layout: &Layout) -> Vec<usize> {
     .collect()
 }
 
+/// One MatRef per batch matrix of a [batch.., rows, cols] view.
+fn batch_mats<'a, T>(data: &'a [T], layout: &Layout) -> Vec<MatRef<'a, T>> {
+    let rank = layout.rank();
+    let (rs, cs) = (layout.strides()[rank - 2], layout.strides()[rank - 1]);
+    batch_offsets(layout)
+        .into_iter()
+        .map(|offset| MatRef { data, offset, rs, cs })
+        .collect()
+}
+
 fn matmul_impl<T: Float>(a: &[T], la: &Layout, b: &[T], lb: &Layout) -> Vec<T> {
     let rank = la.rank();
     let (m, k, n) = (la.shape()[rank - 2], la.shape()[rank - 1], lb.shape()[rank - 1]);
-    let (ars, acs) = (la.strides()[rank - 2], la.strides()[rank - 1]);
-    let (brs, bcs) = (lb.strides()[rank - 2], lb.strides()[rank - 1]);
-    let mats_a: Vec<MatRef<T>> = batch_offsets(la)
-        .into_iter()
-        .map(|offset| MatRef {
-            data: a,
-            offset,
-            rs: ars,
-            cs: acs,
-        })
-        .collect();
-    let mats_b: Vec<MatRef<T>> = batch_offsets(lb)
-        .into_iter()
-        .map(|offset| MatRef {
-            data: b,
-            offset,
-            rs: brs,
-            cs: bcs,
-        })
-        .collect();
+    let (mats_a, mats_b) = (batch_mats(a, la), batch_mats(b, lb));
     let mut c = accumulator(mats_a.len() * m * n);
     if k > 0 {
         gemm_batched(m, n, k, &mats_a, &mats_b, &mut c);
     }
     c
+}
+
+/// bf16 x bf16 with f32 sums on the fastest bf16 micro-kernel; None where the CPU has none.
+fn matmul_bf16(a: &[bf16], la: &Layout, b: &[bf16], lb: &Layout) -> Option<Vec<f32>> {
+    let kernel = gemm_bf16::Bf16Kernel::best()?;
+    let rank = la.rank();
+    let (m, k, n) = (la.shape()[rank - 2], la.shape()[rank - 1], lb.shape()[rank - 1]);
+    let (mats_a, mats_b) = (batch_mats(a, la), batch_mats(b, lb));
+    let mut c = accumulator(mats_a.len() * m * n);
+    if k > 0 {
+        gemm_bf16::gemm_batched_bf16(kernel, m, n, k, &mats_a, &mats_b, &mut c);
+    }
+    Some(c)
 }
 
 pub fn matmul(a: &CpuStorage, la: &Layout, b: &CpuStorage, lb: &Layout) -> Result<CpuStorage> {
@@ -469,6 +538,11 @@ pub fn matmul(a: &CpuStorage, la: &Layout, b: &CpuStorage, lb: &Layout) -> Resul
     }
     if a.dtype() != b.dtype() {
         return Err(Error::dtype("matmul", format!("{} x {}", a.dtype(), b.dtype())));
+    }
+    if let (CpuStorage::BF16(x), CpuStorage::BF16(y)) = (a, b) {
+        if let Some(c) = matmul_bf16(x, la, y, lb) {
+            return Ok(FloatOut::F32(c).into_storage(a.dtype()));
+        }
     }
     let whole = |s: &CpuStorage| Layout::contiguous(&[s.len()]);
     let out = match (float_data(a, &whole(a), "matmul")?, float_data(b, &whole(b), "matmul")?) {

@@ -9,6 +9,7 @@ mod denoise;
 mod elementwise;
 pub mod float;
 pub mod gemm;
+pub mod gemm_bf16;
 mod index;
 mod layernorm;
 mod reduce;

@@ -124,6 +124,35 @@ multiversion!(exp_shifted_sum_dispatch(xs: &mut [f32], shift: f32) -> f32 = exp_
 multiversion!(sum_exp_shifted_dispatch(xs: &[f32], shift: f32) -> f32 = sum_exp_shifted_f32);
 multiversion!(exp_shifted_scaled_dispatch(out: &mut [f32], xs: &[f32], shift: f32, scale: f32) -> () = exp_shifted_scaled_f32);
 
+/// f32 -> bf16 bits, rounded to nearest even (NaN stays a quiet NaN): as `half::bf16::from_f32`,
+/// written so the loop vectorises.
+#[inline(always)]
+fn narrow_bf16_f32(dst: &mut [u16], src: &[f32]) {
+    for (d, &x) in dst.iter_mut().zip(src) {
+        let bits = x.to_bits();
+        let rounded = (bits.wrapping_add(0x7fff + ((bits >> 16) & 1)) >> 16) as u16;
+        *d = if x.is_nan() { (bits >> 16) as u16 | 0x0040 } else { rounded };
+    }
+}
+
+multiversion!(narrow_bf16_dispatch(dst: &mut [u16], src: &[f32]) -> () = narrow_bf16_f32);
+
+/// Narrows f32 to bf16 (round to nearest even), in parallel for large buffers.
+pub fn narrow_bf16(src: &[f32]) -> Vec<half::bf16> {
+    use rayon::prelude::*;
+    let mut out = vec![half::bf16::ZERO; src.len()];
+    let dst: &mut [u16] = bytemuck::cast_slice_mut(&mut out);
+    const CHUNK: usize = 1 << 16;
+    if src.len() > CHUNK {
+        dst.par_chunks_mut(CHUNK)
+            .zip(src.par_chunks(CHUNK))
+            .for_each(|(d, s)| narrow_bf16_dispatch(d, s));
+    } else {
+        narrow_bf16_dispatch(dst, src);
+    }
+    out
+}
+
 /// xs as f32 when T is f32 (the vectorised paths), else None (f64: the exact scalar paths).
 fn as_f32<T: Float>(xs: &[T]) -> Option<&[f32]> {
     // SAFETY: T is f32 when the ids match, so the slice is the same memory with the same type.
@@ -245,5 +274,34 @@ mod tests {
         assert_eq!(tanh_f32(f32::INFINITY), 1.0);
         assert_eq!(tanh_f32(f32::NEG_INFINITY), -1.0);
         assert!(tanh_f32(f32::NAN).is_nan());
+    }
+
+    #[test]
+    fn bf16_narrowing_matches_half() {
+        // Ties, the largest finite values, infinities, NaNs, subnormals and a spread of bit patterns.
+        let mut bits: Vec<u32> = vec![
+            0,
+            0x8000_0000,
+            0x3f80_8000,
+            0x3f81_8000,
+            0x7f7f_ffff,
+            0xff7f_ffff,
+            0x7f80_0000,
+            0xff80_0000,
+        ];
+        bits.extend([0x7fc0_0000, 0x7f80_0001, 0xffff_ffff, 0x0000_0001, 0x807f_ffff]);
+        bits.extend((0..200_000u32).map(|i| i.wrapping_mul(2_654_435_761)));
+        let src: Vec<f32> = bits.iter().map(|&b| f32::from_bits(b)).collect();
+        let got = narrow_bf16(&src);
+        for (x, g) in src.iter().zip(&got) {
+            let want = half::bf16::from_f32(*x);
+            assert!(
+                g.to_bits() == want.to_bits() || (x.is_nan() && g.is_nan()),
+                "{:#x}: {:#x} vs {:#x}",
+                x.to_bits(),
+                g.to_bits(),
+                want.to_bits()
+            );
+        }
     }
 }

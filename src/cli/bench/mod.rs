@@ -6,8 +6,9 @@
 //! Method: one warm-up run, then `--repeats` timed runs (fewer for slow workloads, so each takes
 //! about `--budget` seconds), split in rounds that alternate vlk and PyTorch. Each run is timed
 //! alone: wall clock on the CPU, CUDA events on a GPU after the L2 is flushed by a 256 MiB write.
-//! CPU ceilings are measured at the start (`vlk ceilings`): FMA peak for FLOP rows, copy
-//! bandwidth (bytes read + written) for byte rows; on a GPU the suite's copy row is the ceiling.
+//! CPU ceilings are measured at the start (`vlk ceilings`): FMA peak for FLOP rows (the bf16
+//! instruction's peak for bf16 ones, where the CPU has one), copy bandwidth (bytes read + written)
+//! for byte rows; on a GPU the suite's copy row is the ceiling.
 
 mod torch_peer;
 mod workloads;
@@ -95,6 +96,8 @@ struct Row {
 /// What rates are held against: GFLOP/s and GB/s.
 struct Ceiling {
     gflops: Option<f64>,
+    /// For bf16 FLOP rows, where the CPU has a bf16 GEMM instruction.
+    bf16_gflops: Option<f64>,
     gbps: Option<f64>,
     source: Value,
 }
@@ -161,12 +164,14 @@ pub fn run(args: BenchArgs) -> Result<()> {
             let c = ceilings::measure(3);
             Ceiling {
                 gflops: Some(c.fma_gflops),
+                bf16_gflops: c.bf16.map(|b| b.1),
                 gbps: Some(c.copy_gbps),
                 source: c.to_json(),
             }
         }
         _ => Ceiling {
             gflops: None,
+            bf16_gflops: None,
             gbps: None,
             source: json!("the suite's copy row (bandwidth); no FLOP ceiling is measured on a GPU"),
         },
@@ -215,6 +220,9 @@ fn describe(device: Device, ceiling: &Ceiling, torch: Option<&Value>) -> String 
     let mut s = format!("vlk bench on {device}, {} threads", rayon::current_num_threads());
     if let (Some(f), Some(b)) = (ceiling.gflops, ceiling.gbps) {
         s += &format!("; ceilings: FMA {f:.0} GFLOP/s, copy {b:.1} GB/s");
+        if let Some(h) = ceiling.bf16_gflops {
+            s += &format!(", bf16 GEMM {h:.0} GFLOP/s");
+        }
     }
     if let Some(t) = torch {
         s += &format!("; vs torch {} ({} threads)", t["torch"].as_str().unwrap_or("?"), t["threads"]);
@@ -287,11 +295,16 @@ fn bench_one(w: &Workload, device: Device, args: &BenchArgs, flush: Option<&Tens
 }
 
 /// The rate of a run of `ms`: (value, unit, share of the ceiling in %).
-fn rate(work: Work, ms: f64, ceiling: &Ceiling) -> (f64, &'static str, Option<f64>) {
+fn rate(work: Work, dtype: DType, ms: f64, ceiling: &Ceiling) -> (f64, &'static str, Option<f64>) {
     match work {
         Work::Flops(f) => {
             let g = f / ms / 1e6;
-            (g, "GFLOP/s", ceiling.gflops.map(|c| 100.0 * g / c))
+            let peak = if dtype == DType::BF16 {
+                ceiling.bf16_gflops.or(ceiling.gflops)
+            } else {
+                ceiling.gflops
+            };
+            (g, "GFLOP/s", peak.map(|c| 100.0 * g / c))
         }
         Work::Bytes(b) => {
             let g = b / ms / 1e6;
@@ -306,7 +319,7 @@ fn best_torch(row: &Row) -> Option<&(String, Stats)> {
 }
 
 fn row_text(r: &Row, ceiling: &Ceiling) -> String {
-    let (value, unit, share) = rate(r.work, r.vlk.median, ceiling);
+    let (value, unit, share) = rate(r.work, r.dtype, r.vlk.median, ceiling);
     let spread = 50.0 * (r.vlk.p90 - r.vlk.p10) / r.vlk.median;
     let share = share.map(|s| format!("{s:.0}%")).unwrap_or_else(|| "-".into());
     let (torch_ms, ratio) = match best_torch(r) {
@@ -353,7 +366,7 @@ fn table(rows: &[Row], ceiling: &Ceiling) -> String {
 }
 
 fn row_json(r: &Row, device: Device, ceiling: &Ceiling) -> Value {
-    let (value, unit, share) = rate(r.work, r.vlk.median, ceiling);
+    let (value, unit, share) = rate(r.work, r.dtype, r.vlk.median, ceiling);
     let mut o = json!({"name": r.name, "shape": r.shape, "dtype": r.dtype.to_string(), "device": device.to_string(),
                        "repeats": r.repeats, "vlk": r.vlk.json(), "rate": value, "unit": unit, "pct_of_ceiling": share});
     match r.work {
@@ -367,7 +380,7 @@ fn row_json(r: &Row, device: Device, ceiling: &Ceiling) -> Value {
                 .map(|(n, s)| {
                     let mut v = s.json();
                     v["ratio_vlk_over_torch"] = json!(r.vlk.median / s.median);
-                    v["rate"] = json!(rate(r.work, s.median, ceiling).0);
+                    v["rate"] = json!(rate(r.work, r.dtype, s.median, ceiling).0);
                     (n.clone(), v)
                 })
                 .collect::<serde_json::Map<_, _>>()
