@@ -89,6 +89,9 @@ pub(super) mod x86 {
     pub unsafe fn kernel_8x32_avx512(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize) {
         let mut acc = [[_mm512_setzero_ps(); 2]; 8];
         for p in 0..kc {
+            // B streams from L2: fetch 8 k ahead (1 KiB), about a hundred cycles early.
+            _mm_prefetch::<_MM_HINT_T0>(b.add(p * 32 + 256) as *const i8);
+            _mm_prefetch::<_MM_HINT_T0>(b.add(p * 32 + 256 + 16) as *const i8);
             let b0 = _mm512_loadu_ps(b.add(p * 32));
             let b1 = _mm512_loadu_ps(b.add(p * 32 + 16));
             for (i, row) in acc.iter_mut().enumerate() {
