@@ -2,6 +2,7 @@
 //! select. Large arrays are split across threads in chunks.
 
 use super::float::{float_data, Float};
+use super::vmath::vectorised;
 use super::CpuStorage;
 use crate::backend::{BinaryOp, CmpOp, UnaryOp};
 use crate::{with_float, with_float2, Error, Layout, Result};
@@ -11,13 +12,14 @@ const PAR_CHUNK: usize = 1 << 15;
 
 /// f(chunk index, chunk) over `out` cut into `chunk`-element pieces: in parallel once `out` has
 /// PAR_CHUNK elements or more, on this thread below that (where sharing costs more than it saves).
+/// Each chunk runs the AVX-512 or AVX2 build of f where the CPU has it.
 #[inline(always)]
 fn for_each_chunk<T: Send>(out: &mut [T], chunk: usize, f: impl Fn(usize, &mut [T]) + Sync) {
     let chunk = chunk.max(1);
     if out.len() < PAR_CHUNK {
-        out.chunks_mut(chunk).enumerate().for_each(|(i, c)| f(i, c));
+        out.chunks_mut(chunk).enumerate().for_each(|(i, c)| vectorised(|| f(i, c)));
     } else {
-        out.par_chunks_mut(chunk).enumerate().for_each(|(i, c)| f(i, c));
+        out.par_chunks_mut(chunk).enumerate().for_each(|(i, c)| vectorised(|| f(i, c)));
     }
 }
 

@@ -153,6 +153,33 @@ pub fn narrow_bf16(src: &[f32]) -> Vec<half::bf16> {
     out
 }
 
+/// Runs `f` compiled for the widest vector unit this CPU has (AVX-512, else AVX2+FMA, else the
+/// baseline): `f` is inlined into a function built with those features, so the loops in it
+/// vectorise at that width. For generic loops the `multiversion!` macro cannot name.
+#[inline(always)]
+pub fn vectorised<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx512f")]
+        unsafe fn avx512<R>(f: impl FnOnce() -> R) -> R {
+            f()
+        }
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn avx2<R>(f: impl FnOnce() -> R) -> R {
+            f()
+        }
+        if std::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the feature was detected at run time.
+            return unsafe { avx512(f) };
+        }
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            // SAFETY: as above.
+            return unsafe { avx2(f) };
+        }
+    }
+    f()
+}
+
 /// xs as f32 when T is f32 (the vectorised paths), else None (f64: the exact scalar paths).
 fn as_f32<T: Float>(xs: &[T]) -> Option<&[f32]> {
     // SAFETY: T is f32 when the ids match, so the slice is the same memory with the same type.
