@@ -72,6 +72,11 @@ proptest! {
             let a = if transpose_a { v[0].t()? } else { v[0].clone() };
             a.matmul(&v[1])
         });
+        let bias = randn(&mut rng, &[n]);
+        check_grad("matmul_bias", &[&a, &rhs, &bias], &[true, true, true], |v| {
+            let a = if transpose_a { v[0].t()? } else { v[0].clone() };
+            a.matmul_bias(&v[1], &v[2])
+        });
     }
 
     #[test]

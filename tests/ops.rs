@@ -67,6 +67,25 @@ proptest! {
         assert_close(&got.to_dtype(DType::F64).unwrap(), &want, 1e-4 * (k as f64).sqrt(), 4e-3, "bf16 gemm");
     }
 
+    /// The fused bias (C starts from the bias rows) and its fallbacks (a strided bias, bf16, the
+    /// GPU backend's default through the emulator) all equal matmul + add.
+    #[test]
+    fn matmul_bias_matches_matmul_plus_add(b in 1usize..=3, m in 1usize..=40, k in 1usize..=40, n in 1usize..=40, strided in any::<bool>(), seed in any::<u64>()) {
+        let mut rng = Rng::new(seed);
+        for (dtype, device) in [(DType::F32, Device::Cpu), (DType::BF16, Device::Cpu), (DType::F32, Device::Emu)] {
+            let on = |t: Tensor| t.to_dtype(dtype).unwrap().to_device(device).unwrap();
+            let a = on(randn(&mut rng, &[b, m, k], DType::F32));
+            let w = on(randn(&mut rng, &[n, k], DType::F32)).t().unwrap();
+            let bias = if strided { on(randn(&mut rng, &[n, 2], DType::F32)).narrow(1, 1, 1).unwrap().reshape(&[n]).unwrap() } else { on(randn(&mut rng, &[n], DType::F32)) };
+            let got = a.matmul_bias(&w, &bias).unwrap().to_dtype(DType::F64).unwrap().to_device(Device::Cpu).unwrap();
+            let want = a.matmul(&w).unwrap().add(&bias).unwrap().to_dtype(DType::F64).unwrap().to_device(Device::Cpu).unwrap();
+            let tol = if dtype == DType::BF16 { 2e-2 } else { 1e-5 };
+            assert_close(&got, &want, tol, tol, "matmul_bias");
+        }
+        let a = randn(&mut rng, &[m, k], DType::F32);
+        prop_assert!(a.matmul_bias(&randn(&mut rng, &[k, n], DType::F32), &randn(&mut rng, &[n + 1], DType::F32)).is_err());
+    }
+
     #[test]
     fn batched_broadcast_gemm(b in 1usize..=4, m in 1usize..=20, k in 1usize..=20, n in 1usize..=20, seed in any::<u64>()) {
         let mut rng = Rng::new(seed);

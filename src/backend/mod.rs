@@ -258,6 +258,19 @@ pub trait BackendStorage: Send + Sync + std::fmt::Debug {
     /// [batch.., m, k] x [batch.., k, n] with identical batch dims (broadcast done by the caller,
     /// so batch strides may be 0). Any strides.
     fn matmul(&self, layout: &Layout, rhs: &dyn BackendStorage, rhs_layout: &Layout) -> Result<Storage>;
+    /// `matmul` plus `bias`, whose layout is already broadcast to the output's shape. The default
+    /// runs the two ops; a backend whose GEMM can start its sums from the bias overrides it.
+    fn matmul_bias(
+        &self,
+        layout: &Layout,
+        rhs: &dyn BackendStorage,
+        rhs_layout: &Layout,
+        bias: &dyn BackendStorage,
+        bias_layout: &Layout,
+    ) -> Result<Storage> {
+        let product = self.matmul(layout, rhs, rhs_layout)?;
+        product.binary(&Layout::contiguous(bias_layout.shape()), bias, bias_layout, BinaryOp::Add)
+    }
 
     /// Softmax (or log-softmax) over the last dim.
     fn softmax(&self, layout: &Layout, log: bool) -> Result<Storage>;

@@ -40,10 +40,10 @@ impl Linear {
         // One 2-d product over all leading dims, so the weight is packed once.
         let lead = &x.dims()[..x.rank() - 1];
         let weight = self.weight.to_dtype(x.dtype())?;
-        let y = x.reshape(&[lead.iter().product(), in_dim])?.matmul(&weight.t()?)?;
+        let x2 = x.reshape(&[lead.iter().product(), in_dim])?;
         let y = match &self.bias {
-            Some(b) => y.add(&b.to_dtype(x.dtype())?)?,
-            None => y,
+            Some(b) => x2.matmul_bias(&weight.t()?, &b.to_dtype(x.dtype())?)?,
+            None => x2.matmul(&weight.t()?)?,
         };
         y.reshape(&[lead, &[self.weight.dims()[0]]].concat())
     }

@@ -13,7 +13,7 @@
 //! FLOPs: 2*m*n*k. With f32 at KC = 256 the A micro-panel (8 x 256 = 8 KiB) stays in L1 while the
 //! packed B block (256 x 512 = 512 KiB) streams from L2; C moves once per K slice.
 
-use super::float::{accumulator, float_data, Float, FloatOut};
+use super::float::{accumulator, float_data, Float, FloatData, FloatOut};
 use super::{gemm_bf16, CpuStorage};
 use crate::{Error, Layout, Result};
 use half::bf16;
@@ -528,15 +528,20 @@ fn batch_mats<'a, T>(data: &'a [T], layout: &Layout) -> Vec<MatRef<'a, T>> {
         .collect()
 }
 
-fn matmul_impl<T: Float>(a: &[T], la: &Layout, b: &[T], lb: &Layout) -> Vec<T> {
+/// C = A B + C0 with C0 = `init` (batch * m * n elements: zeros, or a bias repeated per row).
+fn matmul_impl<T: Float>(a: &[T], la: &Layout, b: &[T], lb: &Layout, mut c: Vec<T>) -> Vec<T> {
     let rank = la.rank();
     let (m, k, n) = (la.shape()[rank - 2], la.shape()[rank - 1], lb.shape()[rank - 1]);
     let (mats_a, mats_b) = (batch_mats(a, la), batch_mats(b, lb));
-    let mut c = accumulator(mats_a.len() * m * n);
     if k > 0 {
         gemm_batched(m, n, k, &mats_a, &mats_b, &mut c);
     }
     c
+}
+
+/// Output elements of a product: batch * m * n.
+fn product_len(la: &Layout, lb: &Layout) -> usize {
+    la.elem_count() / la.shape()[la.rank() - 1] * lb.shape()[lb.rank() - 1]
 }
 
 /// bf16 x bf16 with f32 sums on the fastest bf16 micro-kernel; None where the CPU has none.
@@ -566,10 +571,50 @@ pub fn matmul(a: &CpuStorage, la: &Layout, b: &CpuStorage, lb: &Layout) -> Resul
         }
     }
     let whole = |s: &CpuStorage| Layout::contiguous(&[s.len()]);
+    let len = product_len(la, lb);
     let out = match (float_data(a, &whole(a), "matmul")?, float_data(b, &whole(b), "matmul")?) {
-        (super::float::FloatData::F32(x), super::float::FloatData::F32(y)) => FloatOut::F32(matmul_impl(&x, la, &y, lb)),
-        (super::float::FloatData::F64(x), super::float::FloatData::F64(y)) => FloatOut::F64(matmul_impl(&x, la, &y, lb)),
+        (FloatData::F32(x), FloatData::F32(y)) => FloatOut::F32(matmul_impl(&x, la, &y, lb, accumulator(len))),
+        (FloatData::F64(x), FloatData::F64(y)) => FloatOut::F64(matmul_impl(&x, la, &y, lb, accumulator(len))),
         _ => return Err(Error::dtype("matmul", "mixed operand types")),
     };
     Ok(out.into_storage(a.dtype()))
+}
+
+/// A B + bias for f32/f64 operands and a bias row broadcast over the output (the bias layout has
+/// stride 1 along the last dim and 0 elsewhere): C starts as the bias rows rather than zeros, so
+/// the bias costs nothing. None for other cases, which the caller composes from two ops.
+pub fn matmul_bias(
+    a: &CpuStorage,
+    la: &Layout,
+    b: &CpuStorage,
+    lb: &Layout,
+    bias: &CpuStorage,
+    lbias: &Layout,
+) -> Result<Option<CpuStorage>> {
+    let rank = lbias.rank();
+    let strides = lbias.strides();
+    let bias_row = strides[rank - 1] == 1 && strides[..rank - 1].iter().all(|&s| s == 0);
+    let n = lbias.shape()[rank - 1];
+    let start = lbias.offset();
+    let out = match (a, b, bias) {
+        (CpuStorage::F32(x), CpuStorage::F32(y), CpuStorage::F32(z)) if bias_row => {
+            let init = repeat_row(&z[start..start + n], product_len(la, lb));
+            FloatOut::F32(matmul_impl(x, la, y, lb, init))
+        }
+        (CpuStorage::F64(x), CpuStorage::F64(y), CpuStorage::F64(z)) if bias_row => {
+            let init = repeat_row(&z[start..start + n], product_len(la, lb));
+            FloatOut::F64(matmul_impl(x, la, y, lb, init))
+        }
+        _ => return Ok(None),
+    };
+    Ok(Some(out.into_storage(a.dtype())))
+}
+
+/// `row` repeated to `len` elements.
+fn repeat_row<T: Float>(row: &[T], len: usize) -> Vec<T> {
+    let mut out = Vec::with_capacity(len);
+    while out.len() < len {
+        out.extend_from_slice(&row[..row.len().min(len - out.len())]);
+    }
+    out
 }

@@ -254,6 +254,23 @@ impl BackendStorage for CpuStorage {
     fn matmul(&self, layout: &Layout, rhs: &dyn BackendStorage, rhs_layout: &Layout) -> Result<Storage> {
         gemm::matmul(self, layout, cpu(rhs, "matmul")?, rhs_layout).map(boxed)
     }
+    fn matmul_bias(
+        &self,
+        layout: &Layout,
+        rhs: &dyn BackendStorage,
+        rhs_layout: &Layout,
+        bias: &dyn BackendStorage,
+        bias_layout: &Layout,
+    ) -> Result<Storage> {
+        let (rhs, bias) = (cpu(rhs, "matmul_bias")?, cpu(bias, "matmul_bias")?);
+        match gemm::matmul_bias(self, layout, rhs, rhs_layout, bias, bias_layout)? {
+            Some(out) => Ok(boxed(out)),
+            None => {
+                let product = gemm::matmul(self, layout, rhs, rhs_layout)?;
+                elementwise::binary(&product, &Layout::contiguous(bias_layout.shape()), bias, bias_layout, BinaryOp::Add).map(boxed)
+            }
+        }
+    }
     fn softmax(&self, layout: &Layout, log: bool) -> Result<Storage> {
         softmax::softmax(self, layout, log).map(boxed)
     }
