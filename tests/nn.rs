@@ -146,6 +146,33 @@ fn adamw_step_matches_the_formula() {
 }
 
 #[test]
+fn adamw_reads_transposed_and_contiguous_gradients_in_parameter_order() {
+    // dL/dw[i][j] = c[j][i] arrives as a transposed view (through t()'s backward); each element's
+    // first update is -lr * sign(g), so reading the view in the wrong order flips signs.
+    let store = ParamStore::new(Device::Cpu, DType::F32, 0);
+    let w = store.root().param("w", &[3, 2], vlk::nn::Init::Const(1.0)).unwrap();
+    let c_vals = [1.0f32, -2.0, 3.0, -4.0, 5.0, 6.0];
+    let c = Tensor::from_vec(c_vals.to_vec(), &[2, 3], Device::Cpu).unwrap();
+    let cfg = AdamWConfig {
+        lr: 0.1,
+        beta1: 0.9,
+        beta2: 0.99,
+        eps: 1e-8,
+        weight_decay: 0.0,
+    };
+    let mut opt = AdamW::new(store.named(), cfg).unwrap();
+    let grads = w.t().unwrap().mul(&c).unwrap().sum_all().unwrap().backward().unwrap();
+    opt.step(&grads, 0.1, 1.0).unwrap();
+    let got = w.to_vec::<f32>().unwrap();
+    for i in 0..3 {
+        for j in 0..2 {
+            let want = 1.0 - 0.1 * c_vals[j * 3 + i].signum();
+            assert!((got[i * 2 + j] - want).abs() < 1e-5, "w[{i}][{j}] = {} vs {want}", got[i * 2 + j]);
+        }
+    }
+}
+
+#[test]
 fn adamw_bias_correction_counts_each_parameters_own_updates() {
     // `a` is updated three times while `b` has no gradient; b's first update must then be the
     // bias-corrected first step (exactly lr without decay), not one corrected for step 4.

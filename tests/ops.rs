@@ -198,6 +198,32 @@ proptest! {
     }
 }
 
+/// Sums, maxima and minima of rows long enough to be split across threads (fewer rows than
+/// threads) and of many rows, against f64 folds.
+#[test]
+fn long_row_reductions_match_a_plain_fold() {
+    let mut rng = Rng::new(11);
+    for shape in [vec![300_001], vec![1, 200_003], vec![3, 140_001], vec![257, 513]] {
+        let x = randn(&mut rng, &shape, DType::F32);
+        let v = x.to_f64_vec().unwrap();
+        let n = *shape.last().unwrap();
+        let rows: Vec<&[f64]> = v.chunks(n).collect();
+        let sum = x.sum(-1, false).unwrap().to_f64_vec().unwrap();
+        let max = x.max(-1, false).unwrap().to_f64_vec().unwrap();
+        let min = x.min(-1, false).unwrap().to_f64_vec().unwrap();
+        for (r, row) in rows.iter().enumerate() {
+            let want: f64 = row.iter().sum();
+            assert!(
+                (sum[r] - want).abs() < 1e-6 * (n as f64),
+                "{shape:?} row {r}: sum {} vs {want}",
+                sum[r]
+            );
+            assert_eq!(max[r], row.iter().cloned().fold(f64::MIN, f64::max), "{shape:?} max");
+            assert_eq!(min[r], row.iter().cloned().fold(f64::MAX, f64::min), "{shape:?} min");
+        }
+    }
+}
+
 #[test]
 fn denoise_step_matches_composed_ops() {
     let mut rng = Rng::new(4);

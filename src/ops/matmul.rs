@@ -53,7 +53,16 @@ impl Tensor {
                 None
             };
             let gb = if b.requires_grad() {
-                Some(a.t()?.matmul(g)?.sum_to(b.dims())?)
+                // B as the transpose of a row-major matrix (x W^T): dB = (dC^T A)^T, computed in
+                // that matrix's order, so W's gradient arrives contiguous and the optimiser reads
+                // it in place instead of gathering a transposed view.
+                let transposed_matrix = b.rank() == 2 && a.rank() == 2 && b.layout().strides() == [1, b.dims()[0]];
+                let gb = if transposed_matrix {
+                    g.t()?.matmul(&a)?.t()?
+                } else {
+                    a.t()?.matmul(g)?
+                };
+                Some(gb.sum_to(b.dims())?)
             } else {
                 None
             };

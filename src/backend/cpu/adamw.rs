@@ -1,8 +1,9 @@
 //! One fused AdamW step over a parameter, in place: m and v are updated and the parameter moves,
-//! in a single pass (decoupled weight decay, bias correction). Moments are kept in the
+//! in a single pass (decoupled weight decay, bias correction), vectorised at the CPU's width. Moments are kept in the
 //! parameter's dtype; F16/BF16 parameters are updated through f32.
 
 use super::float::Float;
+use super::vmath::vectorised;
 use super::CpuStorage;
 use crate::backend::AdamWStep;
 use crate::{Error, Layout, Result};
@@ -23,13 +24,15 @@ fn step_impl<T: Float>(p: &mut [T], g: &[T], m: &mut [T], v: &mut [T], s: &AdamW
         .zip(g.par_chunks(CHUNK))
         .zip(m.par_chunks_mut(CHUNK).zip(v.par_chunks_mut(CHUNK)))
         .for_each(|((p, g), (m, v))| {
-            for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
-                let g = g * gs;
-                *m = b1 * *m + (T::ONE - b1) * g;
-                *v = b2 * *v + (T::ONE - b2) * g * g;
-                let update = (*m / bc1) / ((*v / bc2).sqrt() + eps);
-                *p = *p * decay - lr * update;
-            }
+            vectorised(|| {
+                for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+                    let g = g * gs;
+                    *m = b1 * *m + (T::ONE - b1) * g;
+                    *v = b2 * *v + (T::ONE - b2) * g * g;
+                    let update = (*m / bc1) / ((*v / bc2).sqrt() + eps);
+                    *p = *p * decay - lr * update;
+                }
+            })
         });
 }
 
@@ -37,14 +40,23 @@ pub fn step(p: &mut CpuStorage, g: &CpuStorage, lg: &Layout, m: &mut CpuStorage,
     if !p.dtype().is_float() {
         return Err(Error::dtype("adamw", format!("parameter dtype {} is not a float type", p.dtype())));
     }
-    let g = g.gather(lg);
+    // A gradient that is exactly its whole buffer in order is read in place; any other view is
+    // gathered first.
+    let gathered;
+    let g = match lg.contiguous_range() {
+        Some((0, end)) if end == g.len() => g,
+        _ => {
+            gathered = g.gather(lg);
+            &gathered
+        }
+    };
     if g.len() != p.len() || m.len() != p.len() || v.len() != p.len() {
         return Err(Error::shape(
             "adamw",
             format!("param {} / grad {} / m {} / v {} elements", p.len(), g.len(), m.len(), v.len()),
         ));
     }
-    match (p, &g, m, v) {
+    match (p, g, m, v) {
         (CpuStorage::F32(p), CpuStorage::F32(g), CpuStorage::F32(m), CpuStorage::F32(v)) => step_impl(p, g, m, v, s),
         (CpuStorage::F64(p), CpuStorage::F64(g), CpuStorage::F64(m), CpuStorage::F64(v)) => step_impl(p, g, m, v, s),
         (p, g, m, v) => {

@@ -4,6 +4,7 @@
 
 use super::elementwise::par_fill;
 use super::float::{accumulator, float_data, Float};
+use super::vmath::{lane_sum, vectorised};
 use super::CpuStorage;
 use crate::backend::ReduceOp;
 use crate::{with_float, Error, Layout, Result};
@@ -16,12 +17,22 @@ fn reduce_impl<T: Float>(x: &[T], outer: usize, n: usize, inner: usize, op: Redu
         ReduceOp::Min => acc.min(v),
     };
     if inner == 1 {
-        // Each output reduces one contiguous row.
-        return par_fill(outer, |i| {
-            let row = &x[i * n..(i + 1) * n];
-            let first = if op == ReduceOp::Sum { T::ZERO } else { row[0] };
-            row.iter().fold(first, |acc, &v| combine(acc, v))
-        });
+        // Each output reduces one contiguous row: sums with 16 running partial sums (vectorised
+        // at the CPU's width), max and min with one running value.
+        let reduce_row = |row: &[T]| match op {
+            ReduceOp::Sum => vectorised(|| lane_sum(row, |v| v)),
+            _ => row.iter().fold(row[0], |acc, &v| combine(acc, v)),
+        };
+        if outer < rayon::current_num_threads() && n >= 2 * LONG_ROW_CHUNK {
+            // Fewer rows than threads (a sum over everything): each row in parallel pieces.
+            return (0..outer)
+                .map(|i| {
+                    let parts: Vec<T> = x[i * n..(i + 1) * n].par_chunks(LONG_ROW_CHUNK).map(reduce_row).collect();
+                    parts.iter().skip(1).fold(parts[0], |acc, &v| combine(acc, v))
+                })
+                .collect();
+        }
+        return par_fill(outer, |i| reduce_row(&x[i * n..(i + 1) * n]));
     }
     // Reducing a middle or leading axis: the n rows of `inner` values are added into an
     // accumulator row in turn, so every pass reads memory contiguously (and vectorises) instead
@@ -45,6 +56,9 @@ fn reduce_impl<T: Float>(x: &[T], outer: usize, n: usize, inner: usize, op: Redu
     });
     out
 }
+
+/// Elements per task when a single long row is reduced in parallel.
+const LONG_ROW_CHUNK: usize = 1 << 16;
 
 /// Columns per task when reducing over a non-last axis: large enough to amortise a task,
 /// small enough that a [768]-wide bias gradient still splits across cores.
