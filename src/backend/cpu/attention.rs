@@ -1,10 +1,10 @@
 //! Fused scaled-dot-product attention on the CPU, flash style on the GEMM micro-kernel.
 //!
-//! Forward: for each (batch, head, block of QB queries) in parallel, S = Q_blk K^T (QB x keys) is
-//! computed by the packed GEMM (gemm_serial) into a per-thread workspace, scaled, masked and
+//! Forward: for each (batch, head, block of query rows) in parallel, S = Q_blk K^T (rows x keys)
+//! is computed by the packed GEMM (gemm_serial) into a per-thread workspace, scaled, masked and
 //! turned into softmax rows with the vectorised exp, and O_blk = P V by the GEMM again; the row
-//! logsumexp is kept for the backward. Only one QB-row strip of scores exists per thread, never
-//! the full score matrix. Backward (per batch and head, so dK and dV are private): for each query
+//! logsumexp is kept for the backward. Only one strip of scores (64-256 rows, about 64K
+//! elements) exists per thread, never the full score matrix. Backward (64-row query blocks) (per batch and head, so dK and dV are private): for each query
 //! block, recompute P from the saved logsumexp, dP = dO_blk V^T, dS = P (dP - rowsum(dO O)),
 //! then dQ_blk += dS K, dK += dS^T Q_blk and dV += P^T dO_blk, all five products on the GEMM.
 //! FLOPs: forward 4*B*H*Sq*Sk*D, backward 10*B*H*Sq*Sk*D (before masking; causal blocks stop at
@@ -12,15 +12,24 @@
 
 use super::float::{accumulator, float_data, Float, FloatData, FloatOut};
 use super::gemm::{gemm_serial, workspace, MatRef};
-use super::vmath::exp_shifted_sum;
+use super::vmath::{exp_shifted_sum, vectorised};
 use super::CpuStorage;
 use crate::backend::AttentionParams;
 use crate::{Error, Layout, Result};
 use rayon::prelude::*;
 use std::cell::RefCell;
 
-/// Query rows per block: the strip of scores a thread holds is QB x keys.
-const QB: usize = 64;
+/// Query rows per backward block (two strips, P and dS; larger blocks measured slower).
+const BACKWARD_QUERY_BLOCK: usize = 64;
+
+/// Score elements per forward strip: a thread holds one strip of query_block(keys) x keys scores.
+const STRIP_ELEMENTS: usize = 1 << 16;
+
+/// Query rows per forward block: as many as fit STRIP_ELEMENTS (so K and V are packed once per head for
+/// ViT-length sequences), between 64 and 256, a multiple of 8.
+fn query_block(keys: usize) -> usize {
+    (STRIP_ELEMENTS / keys.max(1)).clamp(64, 256) / 8 * 8
+}
 
 thread_local! {
     // Per-thread score and gradient strips (u64 words, aligned for f32 and f64).
@@ -139,8 +148,9 @@ fn forward_impl<T: Float>(q: Heads<T>, k: Heads<T>, v: Heads<T>, dims: Dims, vis
         .enumerate()
         .for_each(|(bh, (out, lse))| {
             let (b, h) = (bh / nh, bh % nh);
-            for (blk, (o, l)) in out.chunks_mut(QB * d).zip(lse.chunks_mut(QB)).enumerate() {
-                let (i0, rows) = (blk * QB, l.len());
+            let qb = query_block(sk);
+            for (blk, (o, l)) in out.chunks_mut(qb * d).zip(lse.chunks_mut(qb)).enumerate() {
+                let (i0, rows) = (blk * qb, l.len());
                 let keys = vis.key_end(i0 + rows, sk);
                 if keys == 0 {
                     continue;
@@ -148,17 +158,19 @@ fn forward_impl<T: Float>(q: Heads<T>, k: Heads<T>, v: Heads<T>, dims: Dims, vis
                 STRIPS.with(|cell| {
                     let mut strips = cell.borrow_mut();
                     let p = strip_product(&mut strips.0, rows, keys, d, &q.rows_from(b, h, i0), &k.transposed(b, h));
-                    for (r, row) in p.chunks_mut(keys).enumerate() {
-                        let max = vis.scale_and_mask(row, b, sk, i0 + r, scale);
-                        if max == T::NEG_INFINITY {
-                            row.fill(T::ZERO);
-                            continue;
+                    vectorised(|| {
+                        for (r, row) in p.chunks_mut(keys).enumerate() {
+                            let max = vis.scale_and_mask(row, b, sk, i0 + r, scale);
+                            if max == T::NEG_INFINITY {
+                                row.fill(T::ZERO);
+                                continue;
+                            }
+                            let sum = exp_shifted_sum(row, max);
+                            let inv = T::ONE / sum;
+                            row.iter_mut().for_each(|x| *x *= inv);
+                            l[r] = max + sum.ln();
                         }
-                        let sum = exp_shifted_sum(row, max);
-                        let inv = T::ONE / sum;
-                        row.iter_mut().for_each(|x| *x *= inv);
-                        l[r] = max + sum.ln();
-                    }
+                    });
                     gemm_serial(rows, d, keys, &strip(p, keys, false), &v.rows_from(b, h, 0), o, d);
                 });
             }
@@ -194,8 +206,8 @@ fn backward_impl<T: Float>(
             STRIPS.with(|cell| {
                 let mut strips = cell.borrow_mut();
                 let (p_buf, ds_buf) = &mut *strips;
-                for i0 in (0..sq).step_by(QB) {
-                    let rows = QB.min(sq - i0);
+                for i0 in (0..sq).step_by(BACKWARD_QUERY_BLOCK) {
+                    let rows = BACKWARD_QUERY_BLOCK.min(sq - i0);
                     let keys = vis.key_end(i0 + rows, sk);
                     if keys == 0 {
                         continue;
