@@ -25,8 +25,16 @@ fn gather_rows<T: Copy>(x: &[T], outer: usize, n: usize, inner: usize, ids: &[us
 pub fn index_select(x: &CpuStorage, lx: &Layout, ids: &CpuStorage, lids: &Layout, dim: usize) -> Result<CpuStorage> {
     let (outer, n, inner) = split(lx.shape(), dim, "index_select")?;
     let ids = ids.indices(lids, n, "index_select")?;
-    let x = x.gather(lx);
-    Ok(map_storage!(&x, v => gather_rows(v, outer, n, inner, &ids)))
+    // A contiguous table (an embedding) is read in place: only the selected rows are copied.
+    let gathered;
+    let (x, start) = match lx.contiguous_range() {
+        Some((start, _)) => (x, start),
+        None => {
+            gathered = x.gather(lx);
+            (&gathered, 0)
+        }
+    };
+    Ok(map_storage!(x, v => gather_rows(&v[start..], outer, n, inner, &ids)))
 }
 
 fn scatter_add<T: Float>(src: &[T], outer: usize, inner: usize, ids: &[usize], dim_size: usize) -> Vec<T> {
