@@ -24,15 +24,18 @@ fn step_impl<T: Float>(p: &mut [T], g: &[T], m: &mut [T], v: &mut [T], s: &AdamW
         .zip(g.par_chunks(CHUNK))
         .zip(m.par_chunks_mut(CHUNK).zip(v.par_chunks_mut(CHUNK)))
         .for_each(|((p, g), (m, v))| {
-            vectorised(|| {
-                for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
-                    let g = g * gs;
-                    *m = b1 * *m + (T::ONE - b1) * g;
-                    *v = b2 * *v + (T::ONE - b2) * g * g;
-                    let update = (*m / bc1) / ((*v / bc2).sqrt() + eps);
-                    *p = *p * decay - lr * update;
-                }
-            })
+            vectorised(
+                #[inline(always)]
+                || {
+                    for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+                        let g = g * gs;
+                        *m = b1 * *m + (T::ONE - b1) * g;
+                        *v = b2 * *v + (T::ONE - b2) * g * g;
+                        let update = (*m / bc1) / ((*v / bc2).sqrt() + eps);
+                        *p = *p * decay - lr * update;
+                    }
+                },
+            )
         });
 }
 

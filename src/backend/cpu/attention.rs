@@ -158,19 +158,22 @@ fn forward_impl<T: Float>(q: Heads<T>, k: Heads<T>, v: Heads<T>, dims: Dims, vis
                 STRIPS.with(|cell| {
                     let mut strips = cell.borrow_mut();
                     let p = strip_product(&mut strips.0, rows, keys, d, &q.rows_from(b, h, i0), &k.transposed(b, h));
-                    vectorised(|| {
-                        for (r, row) in p.chunks_mut(keys).enumerate() {
-                            let max = vis.scale_and_mask(row, b, sk, i0 + r, scale);
-                            if max == T::NEG_INFINITY {
-                                row.fill(T::ZERO);
-                                continue;
+                    vectorised(
+                        #[inline(always)]
+                        || {
+                            for (r, row) in p.chunks_mut(keys).enumerate() {
+                                let max = vis.scale_and_mask(row, b, sk, i0 + r, scale);
+                                if max == T::NEG_INFINITY {
+                                    row.fill(T::ZERO);
+                                    continue;
+                                }
+                                let sum = exp_shifted_sum(row, max);
+                                let inv = T::ONE / sum;
+                                row.iter_mut().for_each(|x| *x *= inv);
+                                l[r] = max + sum.ln();
                             }
-                            let sum = exp_shifted_sum(row, max);
-                            let inv = T::ONE / sum;
-                            row.iter_mut().for_each(|x| *x *= inv);
-                            l[r] = max + sum.ln();
-                        }
-                    });
+                        },
+                    );
                     gemm_serial(rows, d, keys, &strip(p, keys, false), &v.rows_from(b, h, 0), o, d);
                 });
             }

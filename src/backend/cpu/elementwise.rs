@@ -17,9 +17,19 @@ const PAR_CHUNK: usize = 1 << 15;
 fn for_each_chunk<T: Send>(out: &mut [T], chunk: usize, f: impl Fn(usize, &mut [T]) + Sync) {
     let chunk = chunk.max(1);
     if out.len() < PAR_CHUNK {
-        out.chunks_mut(chunk).enumerate().for_each(|(i, c)| vectorised(|| f(i, c)));
+        out.chunks_mut(chunk).enumerate().for_each(|(i, c)| {
+            vectorised(
+                #[inline(always)]
+                || f(i, c),
+            )
+        });
     } else {
-        out.par_chunks_mut(chunk).enumerate().for_each(|(i, c)| vectorised(|| f(i, c)));
+        out.par_chunks_mut(chunk).enumerate().for_each(|(i, c)| {
+            vectorised(
+                #[inline(always)]
+                || f(i, c),
+            )
+        });
     }
 }
 

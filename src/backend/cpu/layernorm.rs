@@ -5,7 +5,7 @@
 //! Bytes: forward reads x, writes y (8 B per f32 element); backward reads x and dy, writes dx.
 
 use super::float::{float_data, Float, FloatData, FloatOut};
-use super::vmath::lane_sum;
+use super::vmath::{lane_sum, vectorised};
 use super::CpuStorage;
 use crate::{Error, Layout, Result};
 use rayon::prelude::*;
@@ -20,6 +20,19 @@ fn check(layout: &Layout, gamma_len: usize, op: &'static str) -> Result<(usize, 
     }
 }
 
+/// One row: y = (x - mean) / std * g + b; returns (mean, 1/std).
+#[inline(always)]
+fn forward_row<T: Float>(y: &mut [T], x: &[T], g: &[T], b: &[T], eps: T) -> (T, T) {
+    let n = T::from_f64(x.len() as f64);
+    let mu = lane_sum(x, |v| v) / n;
+    let var = lane_sum(x, |v| (v - mu) * (v - mu)) / n;
+    let r = T::ONE / (var + eps).sqrt();
+    for (((y, &x), &g), &b) in y.iter_mut().zip(x).zip(g).zip(b) {
+        *y = (x - mu) * r * g + b;
+    }
+    (mu, r)
+}
+
 fn forward_impl<T: Float>(x: &[T], g: &[T], b: &[T], c: usize, eps: f64) -> (Vec<T>, Vec<T>, Vec<T>) {
     let rows = x.len() / c;
     let mut y = vec![T::ZERO; x.len()];
@@ -29,40 +42,49 @@ fn forward_impl<T: Float>(x: &[T], g: &[T], b: &[T], c: usize, eps: f64) -> (Vec
         .zip(mean.par_iter_mut().zip(rstd.par_iter_mut()))
         .zip(x.par_chunks(c))
         .for_each(|((y, (m, rs)), x)| {
-            let n = T::from_f64(c as f64);
-            let mu = lane_sum(x, |v| v) / n;
-            let var = lane_sum(x, |v| (v - mu) * (v - mu)) / n;
-            let r = T::ONE / (var + T::from_f64(eps)).sqrt();
-            for (((y, &x), &g), &b) in y.iter_mut().zip(x).zip(g).zip(b) {
-                *y = (x - mu) * r * g + b;
-            }
-            *m = mu;
-            *rs = r;
+            (*m, *rs) = vectorised(
+                #[inline(always)]
+                || forward_row(y, x, g, b, T::from_f64(eps)),
+            )
         });
     (y, mean, rstd)
 }
 
 const ROWS_PER_CHUNK: usize = 64;
 
-/// (sum(dxhat), sum(dxhat * (x - mu))) over a row, dxhat = dy * gamma, with 16 partial sums each.
+/// (sum(dxhat), sum(dxhat * (x - mu))) over a row, dxhat = dy * gamma: the products go through
+/// `scratch` (one row, in L1) and are summed by `lane_sum`, two loops the compiler vectorises
+/// (16 hand-written lanes of two sums stayed scalar).
 #[inline(always)]
-fn dxhat_sums<T: Float>(x: &[T], dy: &[T], g: &[T], mu: T) -> (T, T) {
-    let (mut s1, mut s2) = ([T::ZERO; 16], [T::ZERO; 16]);
-    let lanes = x.len() / 16 * 16;
-    for ((xc, dc), gc) in x[..lanes].chunks_exact(16).zip(dy.chunks_exact(16)).zip(g.chunks_exact(16)) {
-        for l in 0..16 {
-            let dxhat = dc[l] * gc[l];
-            s1[l] += dxhat;
-            s2[l] += dxhat * (xc[l] - mu);
+fn dxhat_sums<T: Float>(x: &[T], dy: &[T], g: &[T], mu: T, scratch: &mut [T]) -> (T, T) {
+    for ((s, &d), &g) in scratch.iter_mut().zip(dy).zip(g) {
+        *s = d * g;
+    }
+    let sum_dxhat = lane_sum(scratch, |v| v);
+    for (s, &x) in scratch.iter_mut().zip(x) {
+        *s *= x - mu;
+    }
+    (sum_dxhat, lane_sum(scratch, |v| v))
+}
+
+/// dx for a run of rows (x, dy, dx: rows x c; mean, rstd: per row), adding the rows' dgamma and
+/// dbeta terms into dg and db.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn backward_rows<T: Float>(dx: &mut [T], x: &[T], dy: &[T], g: &[T], mean: &[T], rstd: &[T], dg: &mut [T], db: &mut [T]) {
+    let c = g.len();
+    let n = T::from_f64(c as f64);
+    let mut scratch = vec![T::ZERO; c];
+    for ((((dxr, xr), dyr), &mu), &r) in dx.chunks_mut(c).zip(x.chunks(c)).zip(dy.chunks(c)).zip(mean).zip(rstd) {
+        let (sum_dxhat, sum_dxhat_xc) = dxhat_sums(xr, dyr, g, mu, &mut scratch);
+        let (a, bq) = (sum_dxhat / n, sum_dxhat_xc * r / n);
+        for (((((dx, &x), &dy), &g), dg), db) in dxr.iter_mut().zip(xr).zip(dyr).zip(g).zip(dg.iter_mut()).zip(db.iter_mut()) {
+            let xhat = (x - mu) * r;
+            *dx = r * (dy * g - a - xhat * bq);
+            *dg += dy * xhat;
+            *db += dy;
         }
     }
-    let (mut t1, mut t2) = (T::ZERO, T::ZERO);
-    for i in lanes..x.len() {
-        let dxhat = dy[i] * g[i];
-        t1 += dxhat;
-        t2 += dxhat * (x[i] - mu);
-    }
-    (s1.iter().fold(t1, |s, &a| s + a), s2.iter().fold(t2, |s, &a| s + a))
 }
 
 fn backward_impl<T: Float>(x: &[T], g: &[T], mean: &[T], rstd: &[T], dy: &[T], c: usize) -> (Vec<T>, Vec<T>, Vec<T>) {
@@ -74,20 +96,14 @@ fn backward_impl<T: Float>(x: &[T], g: &[T], mean: &[T], rstd: &[T], dy: &[T], c
         .map(|(ci, dx_chunk)| {
             let mut dg = vec![T::ZERO; c];
             let mut db = vec![T::ZERO; c];
-            for (ri, dxr) in dx_chunk.chunks_mut(c).enumerate() {
-                let row = ci * ROWS_PER_CHUNK + ri;
-                let (xr, dyr) = (&x[row * c..(row + 1) * c], &dy[row * c..(row + 1) * c]);
-                let (mu, r) = (mean[row], rstd[row]);
-                let n = T::from_f64(c as f64);
-                let (sum_dxhat, sum_dxhat_xc) = dxhat_sums(xr, dyr, g, mu);
-                let (a, bq) = (sum_dxhat / n, sum_dxhat_xc * r / n);
-                for (((((dx, &x), &dy), &g), dg), db) in dxr.iter_mut().zip(xr).zip(dyr).zip(g).zip(dg.iter_mut()).zip(db.iter_mut()) {
-                    let xhat = (x - mu) * r;
-                    *dx = r * (dy * g - a - xhat * bq);
-                    *dg += dy * xhat;
-                    *db += dy;
-                }
-            }
+            let rows = ci * ROWS_PER_CHUNK..ci * ROWS_PER_CHUNK + dx_chunk.len() / c;
+            let span = rows.start * c..rows.end * c;
+            let (xs, dys) = (&x[span.clone()], &dy[span]);
+            let (ms, rs) = (&mean[rows.clone()], &rstd[rows]);
+            vectorised(
+                #[inline(always)]
+                || backward_rows(dx_chunk, xs, dys, g, ms, rs, &mut dg, &mut db),
+            );
             (dg, db)
         })
         .collect();

@@ -20,7 +20,10 @@ fn reduce_impl<T: Float>(x: &[T], outer: usize, n: usize, inner: usize, op: Redu
         // Each output reduces one contiguous row: sums with 16 running partial sums (vectorised
         // at the CPU's width), max and min with one running value.
         let reduce_row = |row: &[T]| match op {
-            ReduceOp::Sum => vectorised(|| lane_sum(row, |v| v)),
+            ReduceOp::Sum => vectorised(
+                #[inline(always)]
+                || lane_sum(row, |v| v),
+            ),
             _ => row.iter().fold(row[0], |acc, &v| combine(acc, v)),
         };
         if outer < rayon::current_num_threads() && n >= 2 * LONG_ROW_CHUNK {

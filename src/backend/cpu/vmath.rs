@@ -155,7 +155,9 @@ pub fn narrow_bf16(src: &[f32]) -> Vec<half::bf16> {
 
 /// Runs `f` compiled for the widest vector unit this CPU has (AVX-512, else AVX2+FMA, else the
 /// baseline): `f` is inlined into a function built with those features, so the loops in it
-/// vectorise at that width. For generic loops the `multiversion!` macro cannot name.
+/// vectorise at that width. For generic loops the `multiversion!` macro cannot name. Pass the
+/// closure as `vectorised(#[inline(always)] || ...)`: a closure LLVM declines to inline stays a
+/// baseline (SSE2) function, and the features do nothing for it.
 #[inline(always)]
 pub fn vectorised<R>(f: impl FnOnce() -> R) -> R {
     #[cfg(target_arch = "x86_64")]
