@@ -5,7 +5,7 @@
 //! (4 B per f32 element), backward reads them and writes the gradient.
 
 use super::float::{float_data, Float, FloatData, FloatOut};
-use super::vmath::{exp_shifted_scaled, lane_max, lane_sum, sum_exp_shifted};
+use super::vmath::{exp_shifted_scaled, lane_max, lane_sum, sum_exp_shifted, vectorised};
 use super::CpuStorage;
 use crate::{with_float, with_float2, Error, Layout, Result};
 use rayon::prelude::*;
@@ -20,7 +20,7 @@ fn last_dim(layout: &Layout, op: &'static str) -> Result<(usize, usize)> {
 /// max and log(sum(exp(x - max))) + max of one row.
 #[inline]
 fn logsumexp<T: Float>(row: &[T]) -> T {
-    let m = lane_max(row);
+    let m = vectorised(#[inline(always)] || lane_max(row));
     if m == T::NEG_INFINITY {
         return m;
     }
