@@ -361,7 +361,7 @@ fn table(rows: &[Row], ceiling: &Ceiling) -> String {
             ratios.len()
         );
     }
-    out += "spread = half the 10th-90th percentile range, as a share of the median; %ceil = share of the FMA peak (FLOP rows) or copy bandwidth (byte rows)";
+    out += "spread = half the 10th-90th percentile range, as a share of the median; %ceil = share of the FMA peak (FLOP rows; the bf16 instruction peak for bf16 GEMM) or copy bandwidth (byte rows)";
     out
 }
 
