@@ -1,4 +1,5 @@
-//! Criterion benches of the CPU kernels: f32 GEMM at n = 256, 512, 1024 and the fused attention
+//! Criterion benches of the CPU kernels: f32 and bf16 GEMM at n = 256, 512, 1024 (bf16 on the
+//! fastest kernel the CPU has: AMX, AVX512-BF16, or widened to f32), and the fused attention
 //! forward and forward+backward at ViT-B/32 shape (b8 h8 s197 d64), layer norm (4096 x 768).
 //! Throughput is reported in FLOPs (GEMM, attention) or bytes (layer norm).
 
@@ -15,6 +16,14 @@ fn gemm(c: &mut Criterion) {
     let mut group = c.benchmark_group("gemm_f32");
     for n in [256usize, 512, 1024] {
         let (a, b) = (randn(&mut rng, &[n, n]), randn(&mut rng, &[n, n]));
+        group.throughput(Throughput::Elements((2 * n * n * n) as u64));
+        group.bench_function(format!("{n}"), |bench| bench.iter(|| a.matmul(&b).unwrap()));
+    }
+    group.finish();
+    let mut group = c.benchmark_group("gemm_bf16");
+    for n in [256usize, 512, 1024] {
+        let bf16 = |t: Tensor| t.to_dtype(DType::BF16).unwrap();
+        let (a, b) = (bf16(randn(&mut rng, &[n, n])), bf16(randn(&mut rng, &[n, n])));
         group.throughput(Throughput::Elements((2 * n * n * n) as u64));
         group.bench_function(format!("{n}"), |bench| bench.iter(|| a.matmul(&b).unwrap()));
     }

@@ -20,7 +20,10 @@ fn last_dim(layout: &Layout, op: &'static str) -> Result<(usize, usize)> {
 /// max and log(sum(exp(x - max))) + max of one row.
 #[inline]
 fn logsumexp<T: Float>(row: &[T]) -> T {
-    let m = vectorised(#[inline(always)] || lane_max(row));
+    let m = vectorised(
+        #[inline(always)]
+        || lane_max(row),
+    );
     if m == T::NEG_INFINITY {
         return m;
     }
