@@ -9,6 +9,7 @@ use super::vmath::{lane_sum, vectorised};
 use super::CpuStorage;
 use crate::{Error, Layout, Result};
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 fn check(layout: &Layout, gamma_len: usize, op: &'static str) -> Result<(usize, usize)> {
     match layout.shape().last() {
@@ -22,23 +23,26 @@ fn check(layout: &Layout, gamma_len: usize, op: &'static str) -> Result<(usize, 
 
 /// One row: y = (x - mean) / std * g + b; returns (mean, 1/std).
 #[inline(always)]
-fn forward_row<T: Float>(y: &mut [T], x: &[T], g: &[T], b: &[T], eps: T) -> (T, T) {
+fn forward_row<T: Float>(y: &mut [MaybeUninit<T>], x: &[T], g: &[T], b: &[T], eps: T) -> (T, T) {
     let n = T::from_f64(x.len() as f64);
     let mu = lane_sum(x, |v| v) / n;
     let var = lane_sum(x, |v| (v - mu) * (v - mu)) / n;
     let r = T::ONE / (var + eps).sqrt();
     for (((y, &x), &g), &b) in y.iter_mut().zip(x).zip(g).zip(b) {
-        *y = (x - mu) * r * g + b;
+        y.write((x - mu) * r * g + b);
     }
     (mu, r)
 }
 
 fn forward_impl<T: Float>(x: &[T], g: &[T], b: &[T], c: usize, eps: f64) -> (Vec<T>, Vec<T>, Vec<T>) {
     let rows = x.len() / c;
-    let mut y = vec![T::ZERO; x.len()];
+    // y is written once, row by row, without being zero-filled first (the fill was a pass over
+    // memory as long as the op's own write).
+    let mut y = Vec::with_capacity(x.len());
     let mut mean = vec![T::ZERO; rows];
     let mut rstd = vec![T::ZERO; rows];
-    y.par_chunks_mut(c)
+    y.spare_capacity_mut()[..x.len()]
+        .par_chunks_mut(c)
         .zip(mean.par_iter_mut().zip(rstd.par_iter_mut()))
         .zip(x.par_chunks(c))
         .for_each(|((y, (m, rs)), x)| {
@@ -47,6 +51,8 @@ fn forward_impl<T: Float>(x: &[T], g: &[T], b: &[T], c: usize, eps: f64) -> (Vec
                 || forward_row(y, x, g, b, T::from_f64(eps)),
             )
         });
+    // SAFETY: every row (x.len() / c of them, covering all x.len() elements) was written above.
+    unsafe { y.set_len(x.len()) };
     (y, mean, rstd)
 }
 
@@ -71,7 +77,7 @@ fn dxhat_sums<T: Float>(x: &[T], dy: &[T], g: &[T], mu: T, scratch: &mut [T]) ->
 /// dbeta terms into dg and db.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn backward_rows<T: Float>(dx: &mut [T], x: &[T], dy: &[T], g: &[T], mean: &[T], rstd: &[T], dg: &mut [T], db: &mut [T]) {
+fn backward_rows<T: Float>(dx: &mut [MaybeUninit<T>], x: &[T], dy: &[T], g: &[T], mean: &[T], rstd: &[T], dg: &mut [T], db: &mut [T]) {
     let c = g.len();
     let n = T::from_f64(c as f64);
     let mut scratch = vec![T::ZERO; c];
@@ -80,7 +86,7 @@ fn backward_rows<T: Float>(dx: &mut [T], x: &[T], dy: &[T], g: &[T], mean: &[T],
         let (a, bq) = (sum_dxhat / n, sum_dxhat_xc * r / n);
         for (((((dx, &x), &dy), &g), dg), db) in dxr.iter_mut().zip(xr).zip(dyr).zip(g).zip(dg.iter_mut()).zip(db.iter_mut()) {
             let xhat = (x - mu) * r;
-            *dx = r * (dy * g - a - xhat * bq);
+            dx.write(r * (dy * g - a - xhat * bq));
             *dg += dy * xhat;
             *db += dy;
         }
@@ -88,9 +94,10 @@ fn backward_rows<T: Float>(dx: &mut [T], x: &[T], dy: &[T], g: &[T], mean: &[T],
 }
 
 fn backward_impl<T: Float>(x: &[T], g: &[T], mean: &[T], rstd: &[T], dy: &[T], c: usize) -> (Vec<T>, Vec<T>, Vec<T>) {
-    let mut dx = vec![T::ZERO; x.len()];
+    // dx is written once, without a zero fill first (as y in the forward).
+    let mut dx = Vec::with_capacity(x.len());
     let chunk = ROWS_PER_CHUNK * c;
-    let partials: Vec<(Vec<T>, Vec<T>)> = dx
+    let partials: Vec<(Vec<T>, Vec<T>)> = dx.spare_capacity_mut()[..x.len()]
         .par_chunks_mut(chunk)
         .enumerate()
         .map(|(ci, dx_chunk)| {
@@ -107,6 +114,8 @@ fn backward_impl<T: Float>(x: &[T], g: &[T], mean: &[T], rstd: &[T], dy: &[T], c
             (dg, db)
         })
         .collect();
+    // SAFETY: backward_rows wrote every element of every chunk, which together cover x.len().
+    unsafe { dx.set_len(x.len()) };
     let mut dg = vec![T::ZERO; c];
     let mut db = vec![T::ZERO; c];
     for (pg, pb) in partials {
