@@ -1,12 +1,13 @@
 //! Elementwise ops: activations and their derivatives, broadcasting binary ops, comparisons and
 //! select. Large arrays are split across threads in chunks.
 
-use super::float::{float_data, Float};
+use super::float::{filled, float_data, Float};
 use super::vmath::vectorised;
 use super::CpuStorage;
 use crate::backend::{BinaryOp, CmpOp, UnaryOp};
 use crate::{with_float, with_float2, Error, Layout, Result};
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 const PAR_CHUNK: usize = 1 << 15;
 
@@ -35,13 +36,16 @@ fn for_each_chunk<T: Send>(out: &mut [T], chunk: usize, f: impl Fn(usize, &mut [
 
 /// out[i] = f(i) computed in parallel chunks.
 pub(crate) fn par_fill<T: Float>(len: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
-    let mut out = vec![T::ZERO; len];
-    for_each_chunk(&mut out, PAR_CHUNK, |c, chunk| {
-        for (j, o) in chunk.iter_mut().enumerate() {
-            *o = f(c * PAR_CHUNK + j);
-        }
-    });
-    out
+    // SAFETY: the chunks cover all len elements and each is written.
+    unsafe {
+        filled(len, |out| {
+            for_each_chunk(out, PAR_CHUNK, |c, chunk| {
+                for (j, o) in chunk.iter_mut().enumerate() {
+                    o.write(f(c * PAR_CHUNK + j));
+                }
+            })
+        })
+    }
 }
 
 #[inline(always)]
@@ -143,11 +147,17 @@ fn derivative<T: Float>(op: UnaryOp, x: T) -> T {
 /// out[i] = f(x[i]) over parallel chunks; f is inlined into a plain slice loop, so it vectorises.
 #[inline(always)]
 fn par_map<T: Float>(x: &[T], f: impl Fn(T) -> T + Sync) -> Vec<T> {
-    let mut out = vec![T::ZERO; x.len()];
-    for_each_chunk(&mut out, PAR_CHUNK, |c, o| {
-        o.iter_mut().zip(&x[c * PAR_CHUNK..]).for_each(|(o, &x)| *o = f(x))
-    });
-    out
+    // SAFETY: chunk c covers out[c * PAR_CHUNK..] and x has at least as many elements from there
+    // on, so the zip writes every element.
+    unsafe {
+        filled(x.len(), |out| {
+            for_each_chunk(out, PAR_CHUNK, |c, o| {
+                o.iter_mut().zip(&x[c * PAR_CHUNK..]).for_each(|(o, &x)| {
+                    o.write(f(x));
+                })
+            })
+        })
+    }
 }
 
 /// Instantiates `$body` once per unary op with `$f` bound to `$func` (apply or derivative) for
@@ -264,23 +274,27 @@ fn binary_typed<T: Float>(la: &Layout, a: &[T], lb: &Layout, b: &[T], op: Binary
 /// broadcast operands get loops over plain slices, which vectorise.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn row_apply<T: Float>(out: &mut [T], a: &[T], a0: usize, sa: usize, b: &[T], b0: usize, sb: usize, f: &impl Fn(T, T) -> T) {
+fn row_apply<T: Float>(out: &mut [MaybeUninit<T>], a: &[T], a0: usize, sa: usize, b: &[T], b0: usize, sb: usize, f: &impl Fn(T, T) -> T) {
     let n = out.len();
     match (sa, sb) {
-        (1, 1) => out
-            .iter_mut()
-            .zip(&a[a0..a0 + n])
-            .zip(&b[b0..b0 + n])
-            .for_each(|((o, &x), &y)| *o = f(x, y)),
+        (1, 1) => out.iter_mut().zip(&a[a0..a0 + n]).zip(&b[b0..b0 + n]).for_each(|((o, &x), &y)| {
+            o.write(f(x, y));
+        }),
         (1, 0) => {
             let y = b[b0];
-            out.iter_mut().zip(&a[a0..a0 + n]).for_each(|(o, &x)| *o = f(x, y));
+            out.iter_mut().zip(&a[a0..a0 + n]).for_each(|(o, &x)| {
+                o.write(f(x, y));
+            });
         }
         (0, 1) => {
             let x = a[a0];
-            out.iter_mut().zip(&b[b0..b0 + n]).for_each(|(o, &y)| *o = f(x, y));
+            out.iter_mut().zip(&b[b0..b0 + n]).for_each(|(o, &y)| {
+                o.write(f(x, y));
+            });
         }
-        _ => out.iter_mut().enumerate().for_each(|(j, o)| *o = f(a[a0 + j * sa], b[b0 + j * sb])),
+        _ => out.iter_mut().enumerate().for_each(|(j, o)| {
+            o.write(f(a[a0 + j * sa], b[b0 + j * sb]));
+        }),
     }
 }
 
@@ -289,27 +303,35 @@ fn row_apply<T: Float>(out: &mut [T], a: &[T], a0: usize, sa: usize, b: &[T], b0
 /// (often 1 or 0, as for a broadcast bias) stay fixed, rows grouped into parallel tasks of about
 /// PAR_CHUNK elements.
 fn zip_layouts<T: Float>(la: &Layout, a: &[T], lb: &Layout, b: &[T], f: impl Fn(T, T) -> T + Sync) -> Vec<T> {
-    let mut out = vec![T::ZERO; la.elem_count()];
-    if out.is_empty() {
-        return out;
+    let len = la.elem_count();
+    if len == 0 {
+        return Vec::new();
     }
     if let (Some((a0, _)), Some((b0, _))) = (la.contiguous_range(), lb.contiguous_range()) {
-        for_each_chunk(&mut out, PAR_CHUNK, |c, o| {
-            row_apply(o, a, a0 + c * PAR_CHUNK, 1, b, b0 + c * PAR_CHUNK, 1, &f)
-        });
-        return out;
+        // SAFETY: the chunks cover the output and row_apply writes every element of each.
+        return unsafe {
+            filled(len, |out| {
+                for_each_chunk(out, PAR_CHUNK, |c, o| {
+                    row_apply(o, a, a0 + c * PAR_CHUNK, 1, b, b0 + c * PAR_CHUNK, 1, &f)
+                })
+            })
+        };
     }
     let (ra, sa) = rows(la);
     let (rb, sb) = rows(lb);
     let inner = la.shape().last().copied().unwrap_or(1).max(1);
     let rows_per_task = (PAR_CHUNK / inner).max(1);
-    for_each_chunk(&mut out, rows_per_task * inner, |t, block| {
-        for (i, o) in block.chunks_mut(inner).enumerate() {
-            let r = t * rows_per_task + i;
-            row_apply(o, a, ra[r], sa, b, rb[r], sb, &f);
-        }
-    });
-    out
+    // SAFETY: the blocks cover the output in whole rows of `inner`, each written by row_apply.
+    unsafe {
+        filled(len, |out| {
+            for_each_chunk(out, rows_per_task * inner, |t, block| {
+                for (i, o) in block.chunks_mut(inner).enumerate() {
+                    let r = t * rows_per_task + i;
+                    row_apply(o, a, ra[r], sa, b, rb[r], sb, &f);
+                }
+            })
+        })
+    }
 }
 
 /// The storage offset of each row (all dims but the last) and the last dim's stride.

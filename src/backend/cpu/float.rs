@@ -6,6 +6,7 @@ use super::CpuStorage;
 use crate::{DType, Error, Layout, Result};
 use half::f16;
 use std::borrow::Cow;
+use std::mem::MaybeUninit;
 
 pub trait Float:
     bytemuck::Pod
@@ -151,6 +152,20 @@ pub fn accumulator<T: Float>(n: usize) -> Vec<T> {
     let mut v = Vec::with_capacity(n);
     v.resize(n, T::ZERO);
     v
+}
+
+/// A Vec of `len` elements written by `fill` straight into uninitialised memory: an output
+/// that is only written costs one pass over memory instead of two (a zero fill, then the
+/// values); for memory-bound ops the fill had been half their time.
+///
+/// # Safety
+/// `fill` must write every one of the `len` elements.
+pub unsafe fn filled<T>(len: usize, fill: impl FnOnce(&mut [MaybeUninit<T>])) -> Vec<T> {
+    let mut out = Vec::with_capacity(len);
+    fill(&mut out.spare_capacity_mut()[..len]);
+    // SAFETY: the caller guarantees that fill wrote all len elements.
+    unsafe { out.set_len(len) };
+    out
 }
 
 /// Contiguous float data of a view: borrowed when it already is contiguous f32/f64.

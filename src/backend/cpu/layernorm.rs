@@ -4,7 +4,7 @@
 //! dgamma/dbeta as per-chunk partial sums reduced at the end (two stages, as the GPU kernel does).
 //! Bytes: forward reads x, writes y (8 B per f32 element); backward reads x and dy, writes dx.
 
-use super::float::{float_data, Float, FloatData, FloatOut};
+use super::float::{filled, float_data, Float, FloatData, FloatOut};
 use super::vmath::{lane_sum, vectorised};
 use super::CpuStorage;
 use crate::{Error, Layout, Result};
@@ -36,23 +36,22 @@ fn forward_row<T: Float>(y: &mut [MaybeUninit<T>], x: &[T], g: &[T], b: &[T], ep
 
 fn forward_impl<T: Float>(x: &[T], g: &[T], b: &[T], c: usize, eps: f64) -> (Vec<T>, Vec<T>, Vec<T>) {
     let rows = x.len() / c;
-    // y is written once, row by row, without being zero-filled first (the fill was a pass over
-    // memory as long as the op's own write).
-    let mut y = Vec::with_capacity(x.len());
     let mut mean = vec![T::ZERO; rows];
     let mut rstd = vec![T::ZERO; rows];
-    y.spare_capacity_mut()[..x.len()]
-        .par_chunks_mut(c)
-        .zip(mean.par_iter_mut().zip(rstd.par_iter_mut()))
-        .zip(x.par_chunks(c))
-        .for_each(|((y, (m, rs)), x)| {
-            (*m, *rs) = vectorised(
-                #[inline(always)]
-                || forward_row(y, x, g, b, T::from_f64(eps)),
-            )
-        });
-    // SAFETY: every row (x.len() / c of them, covering all x.len() elements) was written above.
-    unsafe { y.set_len(x.len()) };
+    // SAFETY: the rows (x.len() / c of them) cover y, and forward_row writes every element.
+    let y = unsafe {
+        filled(x.len(), |y| {
+            y.par_chunks_mut(c)
+                .zip(mean.par_iter_mut().zip(rstd.par_iter_mut()))
+                .zip(x.par_chunks(c))
+                .for_each(|((y, (m, rs)), x)| {
+                    (*m, *rs) = vectorised(
+                        #[inline(always)]
+                        || forward_row(y, x, g, b, T::from_f64(eps)),
+                    )
+                })
+        })
+    };
     (y, mean, rstd)
 }
 
@@ -94,28 +93,30 @@ fn backward_rows<T: Float>(dx: &mut [MaybeUninit<T>], x: &[T], dy: &[T], g: &[T]
 }
 
 fn backward_impl<T: Float>(x: &[T], g: &[T], mean: &[T], rstd: &[T], dy: &[T], c: usize) -> (Vec<T>, Vec<T>, Vec<T>) {
-    // dx is written once, without a zero fill first (as y in the forward).
-    let mut dx = Vec::with_capacity(x.len());
     let chunk = ROWS_PER_CHUNK * c;
-    let partials: Vec<(Vec<T>, Vec<T>)> = dx.spare_capacity_mut()[..x.len()]
-        .par_chunks_mut(chunk)
-        .enumerate()
-        .map(|(ci, dx_chunk)| {
-            let mut dg = vec![T::ZERO; c];
-            let mut db = vec![T::ZERO; c];
-            let rows = ci * ROWS_PER_CHUNK..ci * ROWS_PER_CHUNK + dx_chunk.len() / c;
-            let span = rows.start * c..rows.end * c;
-            let (xs, dys) = (&x[span.clone()], &dy[span]);
-            let (ms, rs) = (&mean[rows.clone()], &rstd[rows]);
-            vectorised(
-                #[inline(always)]
-                || backward_rows(dx_chunk, xs, dys, g, ms, rs, &mut dg, &mut db),
-            );
-            (dg, db)
+    let mut partials: Vec<(Vec<T>, Vec<T>)> = Vec::new();
+    // SAFETY: the chunks cover dx in whole rows, and backward_rows writes every element.
+    let dx = unsafe {
+        filled(x.len(), |dx| {
+            partials = dx
+                .par_chunks_mut(chunk)
+                .enumerate()
+                .map(|(ci, dx_chunk)| {
+                    let mut dg = vec![T::ZERO; c];
+                    let mut db = vec![T::ZERO; c];
+                    let rows = ci * ROWS_PER_CHUNK..ci * ROWS_PER_CHUNK + dx_chunk.len() / c;
+                    let span = rows.start * c..rows.end * c;
+                    let (xs, dys) = (&x[span.clone()], &dy[span]);
+                    let (ms, rs) = (&mean[rows.clone()], &rstd[rows]);
+                    vectorised(
+                        #[inline(always)]
+                        || backward_rows(dx_chunk, xs, dys, g, ms, rs, &mut dg, &mut db),
+                    );
+                    (dg, db)
+                })
+                .collect()
         })
-        .collect();
-    // SAFETY: backward_rows wrote every element of every chunk, which together cover x.len().
-    unsafe { dx.set_len(x.len()) };
+    };
     let mut dg = vec![T::ZERO; c];
     let mut db = vec![T::ZERO; c];
     for (pg, pb) in partials {
