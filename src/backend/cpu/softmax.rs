@@ -4,11 +4,12 @@
 //! parallel. Bytes: softmax reads and writes each element; xent forward reads the logits once
 //! (4 B per f32 element), backward reads them and writes the gradient.
 
-use super::float::{float_data, Float, FloatData, FloatOut};
+use super::float::{filled, float_data, Float, FloatData, FloatOut};
 use super::vmath::{exp_shifted_scaled, lane_max, lane_sum, sum_exp_shifted, vectorised};
 use super::CpuStorage;
 use crate::{with_float, with_float2, Error, Layout, Result};
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 fn last_dim(layout: &Layout, op: &'static str) -> Result<(usize, usize)> {
     match layout.shape().last() {
@@ -30,10 +31,10 @@ fn logsumexp<T: Float>(row: &[T]) -> T {
     m + sum_exp_shifted(row, m).ln()
 }
 
-fn rows_map<T: Float>(x: &[T], c: usize, f: impl Fn(&[T], &mut [T]) + Sync) -> Vec<T> {
-    let mut out = vec![T::ZERO; x.len()];
-    out.par_chunks_mut(c).zip(x.par_chunks(c)).for_each(|(o, r)| f(r, o));
-    out
+/// f(row of x, row of out) for every row; f must write its whole output row.
+fn rows_map<T: Float>(x: &[T], c: usize, f: impl Fn(&[T], &mut [MaybeUninit<T>]) + Sync) -> Vec<T> {
+    // SAFETY: the rows cover the output and f writes each whole row.
+    unsafe { filled(x.len(), |out| out.par_chunks_mut(c).zip(x.par_chunks(c)).for_each(|(o, r)| f(r, o))) }
 }
 
 pub fn softmax(x: &CpuStorage, layout: &Layout, log: bool) -> Result<CpuStorage> {
@@ -42,7 +43,7 @@ pub fn softmax(x: &CpuStorage, layout: &Layout, log: bool) -> Result<CpuStorage>
     Ok(with_float!(data, x => rows_map(x, c, |r, o| {
         let lse = logsumexp(r);
         for (o, &v) in o.iter_mut().zip(r) {
-            *o = if log { v - lse } else { (v - lse).exp() };
+            o.write(if log { v - lse } else { (v - lse).exp() });
         }
     }))
     .into_storage(x.dtype()))
@@ -55,25 +56,28 @@ pub fn softmax_backward(y: &CpuStorage, ly: &Layout, grad: &CpuStorage, lg: &Lay
 }
 
 fn softmax_backward_impl<T: Float>(y: &[T], g: &[T], c: usize, log: bool) -> Vec<T> {
-    let mut out = vec![T::ZERO; y.len()];
-    out.par_chunks_mut(c)
-        .zip(y.par_chunks(c).zip(g.par_chunks(c)))
-        .for_each(|(o, (yr, gr))| {
-            if log {
-                // y = log p: dx = dy - p * sum(dy)
-                let s = lane_sum(gr, |v| v);
-                for ((o, &y), &g) in o.iter_mut().zip(yr).zip(gr) {
-                    *o = g - y.exp() * s;
-                }
-            } else {
-                // dx = p * (dy - <p, dy>)
-                let dot = yr.iter().zip(gr).fold(T::ZERO, |s, (&a, &b)| s + a * b);
-                for ((o, &y), &g) in o.iter_mut().zip(yr).zip(gr) {
-                    *o = y * (g - dot);
-                }
-            }
-        });
-    out
+    // SAFETY: the rows cover the output and each branch writes its whole row.
+    unsafe {
+        filled(y.len(), |out| {
+            out.par_chunks_mut(c)
+                .zip(y.par_chunks(c).zip(g.par_chunks(c)))
+                .for_each(|(o, (yr, gr))| {
+                    if log {
+                        // y = log p: dx = dy - p * sum(dy)
+                        let s = lane_sum(gr, |v| v);
+                        for ((o, &y), &g) in o.iter_mut().zip(yr).zip(gr) {
+                            o.write(g - y.exp() * s);
+                        }
+                    } else {
+                        // dx = p * (dy - <p, dy>)
+                        let dot = yr.iter().zip(gr).fold(T::ZERO, |s, (&a, &b)| s + a * b);
+                        for ((o, &y), &g) in o.iter_mut().zip(yr).zip(gr) {
+                            o.write(y * (g - dot));
+                        }
+                    }
+                })
+        })
+    }
 }
 
 /// Targets as i64 (ignore_index allowed), checked against the class count.
