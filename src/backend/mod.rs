@@ -145,6 +145,13 @@ pub struct AttentionDims {
 }
 
 /// Checks q [B, H, Sq, D] and k, v [B, H, Sk, D], each with a contiguous last dim.
+/// The second half of an unfused `matmul_bias`: product + bias, the bias layout broadcast to the
+/// product's shape. The trait's default, and the CPU backend's path for the cases its fused GEMM
+/// does not take.
+pub fn add_bias(product: &dyn BackendStorage, bias: &dyn BackendStorage, bias_layout: &Layout) -> Result<Storage> {
+    product.binary(&Layout::contiguous(bias_layout.shape()), bias, bias_layout, BinaryOp::Add)
+}
+
 pub fn attention_dims(q: &Layout, k: &Layout, v: &Layout, op: &'static str) -> Result<AttentionDims> {
     let (qs, ks, vs) = (q.shape(), k.shape(), v.shape());
     let ok = qs.len() == 4 && ks.len() == 4 && vs.len() == 4 && qs[0] == ks[0] && qs[1] == ks[1] && qs[3] == ks[3] && ks == vs;
@@ -268,8 +275,7 @@ pub trait BackendStorage: Send + Sync + std::fmt::Debug {
         bias: &dyn BackendStorage,
         bias_layout: &Layout,
     ) -> Result<Storage> {
-        let product = self.matmul(layout, rhs, rhs_layout)?;
-        product.binary(&Layout::contiguous(bias_layout.shape()), bias, bias_layout, BinaryOp::Add)
+        add_bias(&*self.matmul(layout, rhs, rhs_layout)?, bias, bias_layout)
     }
 
     /// Softmax (or log-softmax) over the last dim.

@@ -44,8 +44,8 @@ impl Tensor {
             }
         };
         let out = Tensor::from_storage(storage, &out_shape);
-        let (a, b, c) = (self.clone(), rhs.clone(), bias.cloned());
         let inputs = [&[self, rhs][..], bias.as_slice()].concat();
+        let (a, b, bias) = (self.clone(), rhs.clone(), bias.cloned());
         Ok(out.record(op, &inputs, move |g| {
             let ga = if a.requires_grad() {
                 Some(g.matmul(&b.t()?)?.sum_to(a.dims())?)
@@ -67,8 +67,8 @@ impl Tensor {
                 None
             };
             let mut grads = vec![ga, gb];
-            if let Some(c) = &c {
-                grads.push(if c.requires_grad() { Some(g.sum_to(c.dims())?) } else { None });
+            if let Some(bias) = &bias {
+                grads.push(if bias.requires_grad() { Some(g.sum_to(bias.dims())?) } else { None });
             }
             Ok(grads)
         }))

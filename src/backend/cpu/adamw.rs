@@ -1,6 +1,6 @@
 //! One fused AdamW step over a parameter, in place: m and v are updated and the parameter moves,
-//! in a single pass (decoupled weight decay, bias correction), vectorised at the CPU's width. Moments are kept in the
-//! parameter's dtype; F16/BF16 parameters are updated through f32.
+//! in a single pass (decoupled weight decay, bias correction), vectorised at the CPU's width.
+//! Moments are kept in the parameter's dtype; F16/BF16 parameters are updated through f32.
 
 use super::float::Float;
 use super::vmath::vectorised;

@@ -4,9 +4,10 @@
 //! is computed by the packed GEMM (gemm_serial) into a per-thread workspace, scaled, masked and
 //! turned into softmax rows with the vectorised exp, and O_blk = P V by the GEMM again; the row
 //! logsumexp is kept for the backward. Only one strip of scores (64-256 rows, about 64K
-//! elements) exists per thread, never the full score matrix. Backward (64-row query blocks) (per batch and head, so dK and dV are private): for each query
-//! block, recompute P from the saved logsumexp, dP = dO_blk V^T, dS = P (dP - rowsum(dO O)),
-//! then dQ_blk += dS K, dK += dS^T Q_blk and dV += P^T dO_blk, all five products on the GEMM.
+//! elements) exists per thread, never the full score matrix. Backward (per batch and head, so dK
+//! and dV are private): for each 64-row query block, recompute P from the saved logsumexp,
+//! dP = dO_blk V^T, dS = P (dP - rowsum(dO O)), then dQ_blk += dS K, dK += dS^T Q_blk and
+//! dV += P^T dO_blk, all five products on the GEMM.
 //! FLOPs: forward 4*B*H*Sq*Sk*D, backward 10*B*H*Sq*Sk*D (before masking; causal blocks stop at
 //! the diagonal). Bytes: Q, K, V, O once each (K and V are re-read from cache per query block).
 
@@ -25,8 +26,8 @@ const BACKWARD_QUERY_BLOCK: usize = 64;
 /// Score elements per forward strip: a thread holds one strip of query_block(keys) x keys scores.
 const STRIP_ELEMENTS: usize = 1 << 16;
 
-/// Query rows per forward block: as many as fit STRIP_ELEMENTS (so K and V are packed once per head for
-/// ViT-length sequences), between 64 and 256, a multiple of 8.
+/// Query rows per forward block: as many as fit STRIP_ELEMENTS (so K and V are packed once per
+/// head for ViT-length sequences), between 64 and 256, a multiple of 8.
 fn query_block(keys: usize) -> usize {
     (STRIP_ELEMENTS / keys.max(1)).clamp(64, 256) / 8 * 8
 }

@@ -17,20 +17,16 @@ const PAR_CHUNK: usize = 1 << 15;
 #[inline(always)]
 fn for_each_chunk<T: Send>(out: &mut [T], chunk: usize, f: impl Fn(usize, &mut [T]) + Sync) {
     let chunk = chunk.max(1);
+    let run = |(i, c): (usize, &mut [T])| {
+        vectorised(
+            #[inline(always)]
+            || f(i, c),
+        )
+    };
     if out.len() < PAR_CHUNK {
-        out.chunks_mut(chunk).enumerate().for_each(|(i, c)| {
-            vectorised(
-                #[inline(always)]
-                || f(i, c),
-            )
-        });
+        out.chunks_mut(chunk).enumerate().for_each(run);
     } else {
-        out.par_chunks_mut(chunk).enumerate().for_each(|(i, c)| {
-            vectorised(
-                #[inline(always)]
-                || f(i, c),
-            )
-        });
+        out.par_chunks_mut(chunk).enumerate().for_each(run);
     }
 }
 

@@ -253,7 +253,7 @@ fn pack<T: Float>(m: &MatRef<T>, line_stride: usize, k_stride: usize, w: usize, 
 /// dst = src for the short runs packing copies (one panel row: 8 to 32 elements), with the common
 /// lengths as fixed-size moves: a memmove call per run cost 11% of a GEMM with row-major B.
 #[inline(always)]
-fn copy_run<T: Copy>(dst: &mut [T], src: &[T]) {
+pub(super) fn copy_run<T: Copy>(dst: &mut [T], src: &[T]) {
     fn fixed<T: Copy, const N: usize>(dst: &mut [T], src: &[T]) -> bool {
         match (<&mut [T; N]>::try_from(dst), <&[T; N]>::try_from(src)) {
             (Ok(d), Ok(s)) => {
@@ -423,9 +423,9 @@ fn with_packed_b(f: impl FnOnce(&mut Vec<u64>)) {
 
 /// C (at `c`, row stride `ldc`; m x n, zeroed or accumulated into) += A B.
 ///
-/// Loop order (BLIS): for each NC-column block and KC-deep slice, B is packed once (its NR
-/// panels in parallel) and shared; then M blocks, split further by column chunks when there
-/// are fewer blocks than threads, each pack their A block and run the micro-kernels.
+/// Loop order (BLIS): for each NC-column block and K slice, B is packed once (its NR panels in
+/// parallel) and shared; then `split_work` gives each thread one share of C's rows (or panels),
+/// which packs its A rows MC at a time and runs the micro-kernels.
 #[allow(clippy::too_many_arguments)]
 fn gemm_blocked<P: bytemuck::Pod + Send + Sync, C: Float, O: Operands<P>>(
     m: usize,
@@ -528,13 +528,20 @@ fn batch_mats<'a, T>(data: &'a [T], layout: &Layout) -> Vec<MatRef<'a, T>> {
         .collect()
 }
 
-/// C = A B + C0 with C0 = `init` (batch * m * n elements: zeros, or a bias repeated per row).
-fn matmul_impl<T: Float>(a: &[T], la: &Layout, b: &[T], lb: &Layout, mut c: Vec<T>) -> Vec<T> {
+/// C = A B + C0 for every batch matrix, C0 = `c` on entry (batch * m * n elements: zeros, or a
+/// bias repeated per row), through `gemm` (gemm_batched, or the bf16 kernels).
+fn batched_product<'a, T, C>(
+    a: &'a [T],
+    la: &Layout,
+    b: &'a [T],
+    lb: &Layout,
+    mut c: Vec<C>,
+    gemm: impl FnOnce(usize, usize, usize, &[MatRef<'a, T>], &[MatRef<'a, T>], &mut [C]),
+) -> Vec<C> {
     let rank = la.rank();
     let (m, k, n) = (la.shape()[rank - 2], la.shape()[rank - 1], lb.shape()[rank - 1]);
-    let (mats_a, mats_b) = (batch_mats(a, la), batch_mats(b, lb));
     if k > 0 {
-        gemm_batched(m, n, k, &mats_a, &mats_b, &mut c);
+        gemm(m, n, k, &batch_mats(a, la), &batch_mats(b, lb), &mut c);
     }
     c
 }
@@ -547,14 +554,8 @@ fn product_len(la: &Layout, lb: &Layout) -> usize {
 /// bf16 x bf16 with f32 sums on the fastest bf16 micro-kernel; None where the CPU has none.
 fn matmul_bf16(a: &[bf16], la: &Layout, b: &[bf16], lb: &Layout) -> Option<Vec<f32>> {
     let kernel = gemm_bf16::Bf16Kernel::best()?;
-    let rank = la.rank();
-    let (m, k, n) = (la.shape()[rank - 2], la.shape()[rank - 1], lb.shape()[rank - 1]);
-    let (mats_a, mats_b) = (batch_mats(a, la), batch_mats(b, lb));
-    let mut c = accumulator(mats_a.len() * m * n);
-    if k > 0 {
-        gemm_bf16::gemm_batched_bf16(kernel, m, n, k, &mats_a, &mats_b, &mut c);
-    }
-    Some(c)
+    let gemm = |m, n, k, a: &[_], b: &[_], c: &mut [f32]| gemm_bf16::gemm_batched_bf16(kernel, m, n, k, a, b, c);
+    Some(batched_product(a, la, b, lb, accumulator(product_len(la, lb)), gemm))
 }
 
 pub fn matmul(a: &CpuStorage, la: &Layout, b: &CpuStorage, lb: &Layout) -> Result<CpuStorage> {
@@ -573,8 +574,8 @@ pub fn matmul(a: &CpuStorage, la: &Layout, b: &CpuStorage, lb: &Layout) -> Resul
     let whole = |s: &CpuStorage| Layout::contiguous(&[s.len()]);
     let len = product_len(la, lb);
     let out = match (float_data(a, &whole(a), "matmul")?, float_data(b, &whole(b), "matmul")?) {
-        (FloatData::F32(x), FloatData::F32(y)) => FloatOut::F32(matmul_impl(&x, la, &y, lb, accumulator(len))),
-        (FloatData::F64(x), FloatData::F64(y)) => FloatOut::F64(matmul_impl(&x, la, &y, lb, accumulator(len))),
+        (FloatData::F32(x), FloatData::F32(y)) => FloatOut::F32(batched_product(&x, la, &y, lb, accumulator(len), gemm_batched)),
+        (FloatData::F64(x), FloatData::F64(y)) => FloatOut::F64(batched_product(&x, la, &y, lb, accumulator(len), gemm_batched)),
         _ => return Err(Error::dtype("matmul", "mixed operand types")),
     };
     Ok(out.into_storage(a.dtype()))
@@ -599,11 +600,11 @@ pub fn matmul_bias(
     let out = match (a, b, bias) {
         (CpuStorage::F32(x), CpuStorage::F32(y), CpuStorage::F32(z)) if bias_row => {
             let init = repeat_row(&z[start..start + n], product_len(la, lb));
-            FloatOut::F32(matmul_impl(x, la, y, lb, init))
+            FloatOut::F32(batched_product(x, la, y, lb, init, gemm_batched))
         }
         (CpuStorage::F64(x), CpuStorage::F64(y), CpuStorage::F64(z)) if bias_row => {
             let init = repeat_row(&z[start..start + n], product_len(la, lb));
-            FloatOut::F64(matmul_impl(x, la, y, lb, init))
+            FloatOut::F64(batched_product(x, la, y, lb, init, gemm_batched))
         }
         _ => return Ok(None),
     };

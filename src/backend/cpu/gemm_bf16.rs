@@ -15,7 +15,7 @@
 //! FLOPs 2*m*n*k on half the bytes of f32 operands; products are exact in f32 and summed in f32
 //! (both instructions flush bf16 subnormal inputs to zero).
 
-use super::gemm::{gemm_batched_with, MatRef, MicroKernel, Operands};
+use super::gemm::{copy_run, gemm_batched_with, MatRef, MicroKernel, Operands};
 use half::bf16;
 use std::ops::Range;
 
@@ -197,12 +197,7 @@ fn pack_row_chunks(a: &MatRef<bf16>, w: usize, rows: Range<usize>, ks: Range<usi
                 if a.cs == 1 {
                     let start = a.offset + (r0 + r) * a.rs + k0;
                     let src: &[u16] = bytemuck::cast_slice(&a.data[start..start + len]);
-                    let dst = &mut bytemuck::cast_slice_mut::<u32, u16>(run)[..len];
-                    match (<&mut [u16; 32]>::try_from(&mut *dst), <&[u16; 32]>::try_from(src)) {
-                        // A whole chunk: a fixed 64-byte move (no memmove call).
-                        (Ok(d), Ok(s)) => *d = *s,
-                        _ => dst.copy_from_slice(src),
-                    }
+                    copy_run(&mut bytemuck::cast_slice_mut::<u32, u16>(run)[..len], src);
                 } else {
                     for (p, word) in run.iter_mut().enumerate().take(len.div_ceil(2)) {
                         *word = pair(a, a.rs, a.cs, r0 + r, k0 + 2 * p, ks.end);

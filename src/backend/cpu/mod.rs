@@ -262,13 +262,17 @@ impl BackendStorage for CpuStorage {
         bias: &dyn BackendStorage,
         bias_layout: &Layout,
     ) -> Result<Storage> {
-        let (rhs, bias) = (cpu(rhs, "matmul_bias")?, cpu(bias, "matmul_bias")?);
-        match gemm::matmul_bias(self, layout, rhs, rhs_layout, bias, bias_layout)? {
+        let fused = gemm::matmul_bias(
+            self,
+            layout,
+            cpu(rhs, "matmul_bias")?,
+            rhs_layout,
+            cpu(bias, "matmul_bias")?,
+            bias_layout,
+        )?;
+        match fused {
             Some(out) => Ok(boxed(out)),
-            None => {
-                let product = gemm::matmul(self, layout, rhs, rhs_layout)?;
-                elementwise::binary(&product, &Layout::contiguous(bias_layout.shape()), bias, bias_layout, BinaryOp::Add).map(boxed)
-            }
+            None => super::add_bias(&*self.matmul(layout, rhs, rhs_layout)?, bias, bias_layout),
         }
     }
     fn softmax(&self, layout: &Layout, log: bool) -> Result<Storage> {

@@ -91,31 +91,15 @@ fn exp_shifted_scaled_f32(out: &mut [f32], xs: &[f32], shift: f32, scale: f32) {
     }
 }
 
-/// Defines `$name(args) -> ret`, which runs `$body` compiled for AVX-512, else AVX2+FMA, else
-/// the baseline, picked at run time (std caches the detection).
+/// Defines `$name(args) -> ret`, which runs `$body` (an `#[inline(always)]` fn) through
+/// `vectorised`: compiled for AVX-512, else AVX2+FMA, else the baseline, picked at run time.
 macro_rules! multiversion {
     ($name:ident($($arg:ident: $ty:ty),*) -> $ret:ty = $body:path) => {
         fn $name($($arg: $ty),*) -> $ret {
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx512f")]
-                unsafe fn avx512($($arg: $ty),*) -> $ret {
-                    $body($($arg),*)
-                }
-                #[target_feature(enable = "avx2,fma")]
-                unsafe fn avx2($($arg: $ty),*) -> $ret {
-                    $body($($arg),*)
-                }
-                if std::is_x86_feature_detected!("avx512f") {
-                    // SAFETY: the feature was detected at run time.
-                    return unsafe { avx512($($arg),*) };
-                }
-                if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-                    // SAFETY: as above.
-                    return unsafe { avx2($($arg),*) };
-                }
-            }
-            $body($($arg),*)
+            vectorised(
+                #[inline(always)]
+                || $body($($arg),*),
+            )
         }
     };
 }
