@@ -1,12 +1,12 @@
 //! CPU matrix product C = A B for f32/f64 (F16 is widened to f32 first; BF16 runs gemm_bf16.rs's
 //! AMX or AVX512-BF16 kernels where the CPU has one, else is widened too).
 //!
-//! Blocked GEMM in the Goto/BLIS style: for each NC-column block and KC-deep slice of K, B is
-//! packed into NR-column panels (zero-padded) shared by all threads; C's rows (or its panels, where
-//! that balances better) are split into one equal share per thread, and each share packs its A
-//! rows in MC-row blocks of MR-row panels and runs an MR x NR register-tiled micro-kernel over
-//! every (A panel, B panel) pair, rows outside and columns inside. Packing accepts any strides, so
-//! transposed operands (as backward passes use) cost nothing extra. Operand packing and kernels are
+//! Blocked GEMM in the Goto/BLIS style: C's columns (or, for narrow products, its rows) are split
+//! into one equal share per thread; each share, for each NC-column block and KC-deep slice of K,
+//! packs its B block into NR-column panels (zero-padded) and its A rows in MC-row blocks of MR-row
+//! panels, and runs an MR x NR register-tiled micro-kernel over every (A panel, B panel) pair,
+//! rows outside and columns inside. Packing accepts any strides, so transposed operands (as
+//! backward passes use) cost nothing extra. Operand packing and kernels are
 //! pluggable (`Operands`, `MicroKernel`): f32 8x32 with AVX-512, f32 6x16 with AVX2+FMA
 //! (std::arch intrinsics, picked at run time), a portable 4x8 for f64 and older CPUs, and
 //! gemm_bf16.rs's bf16 kernels.
@@ -389,13 +389,11 @@ pub(super) fn gemm_batched_with<P: bytemuck::Pod + Send + Sync, C: Float, O: Ope
 ) {
     let parallel = m * n * k * operands.len() >= (1 << 17);
     let cptr = SendPtr(c.as_mut_ptr());
-    with_packed_b(|packed| {
-        for (bi, ops) in operands.iter().enumerate() {
-            // SAFETY: c holds batch * m * n elements, so C_b (m rows of n) lies inside it.
-            let c_b = SendPtr(unsafe { cptr.get().add(bi * m * n) });
-            gemm_blocked(m, n, k, ops, uk, c_b, n, parallel, packed);
-        }
-    });
+    for (bi, ops) in operands.iter().enumerate() {
+        // SAFETY: c holds batch * m * n elements, so C_b (m rows of n) lies inside it.
+        let c_b = SendPtr(unsafe { cptr.get().add(bi * m * n) });
+        gemm_blocked(m, n, k, ops, uk, c_b, n, parallel);
+    }
 }
 
 /// C (row stride `ldc`) += A B, m x n x k, on the calling thread: for small products that a
@@ -408,7 +406,7 @@ pub fn gemm_serial<T: Float>(m: usize, n: usize, k: usize, a: &MatRef<T>, b: &Ma
     assert!(ldc >= n && c.len() >= (m - 1) * ldc + n, "gemm_serial: C is too small");
     let cptr = SendPtr(c.as_mut_ptr());
     let uk = micro_kernel::<T>();
-    with_packed_b(|packed| gemm_blocked(m, n, k, &FloatOperands { a, b }, &uk, cptr, ldc, false, packed));
+    gemm_blocked(m, n, k, &FloatOperands { a, b }, &uk, cptr, ldc, false);
 }
 
 /// Runs `f` with this thread's packed-B buffer. A thread that waits inside rayon may be handed
@@ -423,9 +421,12 @@ fn with_packed_b(f: impl FnOnce(&mut Vec<u64>)) {
 
 /// C (at `c`, row stride `ldc`; m x n, zeroed or accumulated into) += A B.
 ///
-/// Loop order (BLIS): for each NC-column block and K slice, B is packed once (its NR panels in
-/// parallel) and shared; then `split_work` gives each thread one share of C's rows (or panels),
-/// which packs its A rows MC at a time and runs the micro-kernels.
+/// `split_work` gives each thread one share of C's columns (or rows, where that balances better)
+/// for the whole product, and each share runs the BLIS loops on its own: for each NC-column block
+/// and K slice it packs its B block, then its A rows MC at a time, and runs the micro-kernels.
+/// Shares never wait for one another: one fork-join per product rather than two per block (B
+/// packed by all threads, then a barrier), which cost 10% of a 2-thread GEMM. A column share
+/// packs only its own B; A is packed per NC block either way, so the split adds no packing.
 #[allow(clippy::too_many_arguments)]
 fn gemm_blocked<P: bytemuck::Pod + Send + Sync, C: Float, O: Operands<P>>(
     m: usize,
@@ -436,58 +437,50 @@ fn gemm_blocked<P: bytemuck::Pod + Send + Sync, C: Float, O: Operands<P>>(
     c: SendPtr<C>,
     ldc: usize,
     parallel: bool,
-    packed: &mut Vec<u64>,
 ) {
     let threads = if parallel { rayon::current_num_threads() } else { 1 };
-    for jc in (0..n).step_by(NC) {
-        let cols = jc..(jc + NC).min(n);
-        let panels = cols.len().div_ceil(uk.nr);
-        for pc in (0..k).step_by(ops.k_slice()) {
-            let ks = pc..(pc + ops.k_slice()).min(k);
-            let depth = ops.depth(ks.len());
-            let pb = workspace::<P>(packed, panels * uk.nr * depth);
-            let pack_panel = |(p, dst): (usize, &mut [P])| {
-                let c0 = cols.start + p * uk.nr;
-                ops.pack_b(uk.nr, c0..(c0 + uk.nr).min(cols.end), ks.clone(), dst)
-            };
-            if parallel {
-                pb.par_chunks_mut(uk.nr * depth).enumerate().for_each(pack_panel);
-            } else {
-                pb.chunks_mut(uk.nr * depth).enumerate().for_each(pack_panel);
-            }
-            let pb: &[P] = pb;
-            let tasks = split_work(m, panels, uk.mr, threads);
-            let run = |(rows, prange): (Range<usize>, Range<usize>)| {
+    let panels = n.div_ceil(uk.nr);
+    let share = |(rows, prange): (Range<usize>, Range<usize>), packed: &mut Vec<u64>| {
+        let share_cols = prange.start * uk.nr..(prange.end * uk.nr).min(n);
+        for jc in share_cols.clone().step_by(NC) {
+            let cols = jc..(jc + NC).min(share_cols.end);
+            for pc in (0..k).step_by(ops.k_slice()) {
+                let ks = pc..(pc + ops.k_slice()).min(k);
+                let depth = ops.depth(ks.len());
+                let pb = workspace::<P>(packed, cols.len().div_ceil(uk.nr) * uk.nr * depth);
+                for (p, dst) in pb.chunks_mut(uk.nr * depth).enumerate() {
+                    let c0 = cols.start + p * uk.nr;
+                    ops.pack_b(uk.nr, c0..(c0 + uk.nr).min(cols.end), ks.clone(), dst);
+                }
                 PACK_A.with(|buf| {
                     let mut buf = buf.borrow_mut();
-                    let col0 = cols.start + prange.start * uk.nr;
-                    let ncols = (cols.start + prange.end * uk.nr).min(cols.end) - col0;
                     for r0 in rows.clone().step_by(MC) {
                         let block = r0..(r0 + MC).min(rows.end);
                         let pa = workspace::<P>(&mut buf, block.len().div_ceil(uk.mr) * uk.mr * depth);
                         ops.pack_a(uk.mr, block.clone(), ks.clone(), pa);
-                        // SAFETY: each task owns C rows `rows` x its columns; the packed B panels
-                        // it reads were written before the tasks started.
+                        // SAFETY: each share owns C rows `rows` x its columns.
                         unsafe {
-                            let c_tile = c.get().add(block.start * ldc + col0);
-                            let b_panels = pb.as_ptr().add(prange.start * uk.nr * depth);
-                            macro_kernel(uk, block.len(), ncols, depth, pa.as_ptr(), b_panels, c_tile, ldc);
+                            let c_tile = c.get().add(block.start * ldc + cols.start);
+                            macro_kernel(uk, block.len(), cols.len(), depth, pa.as_ptr(), pb.as_ptr(), c_tile, ldc);
                         }
                     }
                 })
-            };
-            if parallel && tasks.len() > 1 {
-                tasks.into_par_iter().for_each(run);
-            } else {
-                tasks.into_iter().for_each(run);
             }
         }
+    };
+    let tasks = split_work(m, panels, uk.mr, threads);
+    let run = |task| with_packed_b(|packed| share(task, packed));
+    if tasks.len() > 1 {
+        tasks.into_par_iter().for_each(run);
+    } else {
+        tasks.into_iter().for_each(run);
     }
 }
 
-/// Splits an m-row x `panels`-panel block of C into `threads` tasks of near-equal work: by rows in
-/// whole micro-tile rows (`mr`), or by panels where that balances better (few rows, e.g. a batch-1
-/// forward). Equal static shares matter on few cores: 5 row blocks over 2 threads cost 20%.
+/// Splits an m-row x `panels`-panel C into `threads` shares of near-equal work: by panels, or by
+/// rows in whole micro-tile rows (`mr`) where that balances strictly better (few columns). A row
+/// share packs all of B for itself, a column share only its own. Equal static shares matter on
+/// few cores: 5 row blocks over 2 threads cost 20%.
 fn split_work(m: usize, panels: usize, mr: usize, threads: usize) -> Vec<(Range<usize>, Range<usize>)> {
     let units = m.div_ceil(mr);
     if threads <= 1 {
@@ -499,7 +492,7 @@ fn split_work(m: usize, panels: usize, mr: usize, threads: usize) -> Vec<(Range<
         let parts = threads.min(n);
         (0..parts).map(move |i| (n * i / parts)..(n * (i + 1) / parts))
     };
-    if imbalance(units) <= imbalance(panels) {
+    if imbalance(units) < imbalance(panels) {
         pieces(units).map(|u| (u.start * mr..(u.end * mr).min(m), 0..panels)).collect()
     } else {
         pieces(panels).map(|p| (0..m, p)).collect()
