@@ -5,7 +5,7 @@
 //! (4 B per f32 element), backward reads them and writes the gradient.
 
 use super::float::{filled, float_data, Float, FloatData, FloatOut};
-use super::vmath::{exp_shifted_scaled, lane_max, lane_sum, sum_exp_shifted, vectorised};
+use super::vmath::{exp_shifted_scaled, lane_sum, logsumexp};
 use super::CpuStorage;
 use crate::{with_float, with_float2, Error, Layout, Result};
 use rayon::prelude::*;
@@ -16,19 +16,6 @@ fn last_dim(layout: &Layout, op: &'static str) -> Result<(usize, usize)> {
         Some(&c) if c > 0 => Ok((layout.elem_count() / c, c)),
         _ => Err(Error::shape(op, format!("needs a non-empty last dim, got {:?}", layout.shape()))),
     }
-}
-
-/// max and log(sum(exp(x - max))) + max of one row.
-#[inline]
-fn logsumexp<T: Float>(row: &[T]) -> T {
-    let m = vectorised(
-        #[inline(always)]
-        || lane_max(row),
-    );
-    if m == T::NEG_INFINITY {
-        return m;
-    }
-    m + sum_exp_shifted(row, m).ln()
 }
 
 /// f(row of x, row of out) for every row; f must write its whole output row.
@@ -148,16 +135,21 @@ pub fn xent_backward(
     let lsed = float_data(lse, &Layout::contiguous(&[rows]), op)?;
     let gd = float_data(grad, lg, op)?;
     fn run<T: Float>(x: &[T], lse: &[T], g: &[T], c: usize, targets: &[i64], ignore: i64) -> Vec<T> {
-        let mut out = vec![T::ZERO; x.len()];
-        out.par_chunks_mut(c).enumerate().for_each(|(row, o)| {
-            let t = targets[row];
-            if t == ignore {
-                return;
-            }
-            exp_shifted_scaled(o, &x[row * c..(row + 1) * c], lse[row], g[row]);
-            o[t as usize] += -g[row];
-        });
-        out
+        // SAFETY: every row is written whole, ignored rows with zeros.
+        unsafe {
+            filled(x.len(), |out| {
+                out.par_chunks_mut(c).enumerate().for_each(|(row, o)| {
+                    let t = targets[row];
+                    if t == ignore {
+                        o.fill(MaybeUninit::new(T::ZERO));
+                        return;
+                    }
+                    exp_shifted_scaled(o, &x[row * c..(row + 1) * c], lse[row], g[row]);
+                    let at = &mut o[t as usize];
+                    at.write(at.assume_init_read() - g[row]);
+                })
+            })
+        }
     }
     let out = match (xd, lsed, gd) {
         (FloatData::F32(x), FloatData::F32(l), FloatData::F32(g)) => FloatOut::F32(run(&x, &l, &g, c, &targets, ignore)),

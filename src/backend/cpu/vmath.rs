@@ -9,6 +9,7 @@
 
 use super::float::Float;
 use std::any::TypeId;
+use std::mem::MaybeUninit;
 
 /// exp for one f32; `Float::exp` for f32 is this, so any loop over it vectorises.
 #[inline(always)]
@@ -77,17 +78,88 @@ fn exp_shifted_sum_f32(xs: &mut [f32], shift: f32) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
-/// The sum of exp(x - shift) over xs, which are left as they are.
+/// Asks for the cache line holding `p` (any address: a prefetch never faults).
 #[inline(always)]
-fn sum_exp_shifted_f32(xs: &[f32], shift: f32) -> f32 {
-    lane_sum(xs, |x| exp_f32(x - shift))
+fn prefetch<T>(p: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: prefetching has no architectural effect and accepts any address.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p as *const i8)
+    }
+}
+
+/// Asks for the `len` elements from `p` on (any addresses), one cache line at a time: for row
+/// loops that compute on one row from L1 while the next ones load, which the hardware
+/// prefetcher does not do across the 4 KiB page a row ends on.
+#[inline(always)]
+pub fn prefetch_span<T>(p: *const T, len: usize) {
+    let bytes = len * std::mem::size_of::<T>();
+    for offset in (0..bytes).step_by(64) {
+        prefetch((p as *const u8).wrapping_add(offset));
+    }
+}
+
+/// Elements of a logsumexp chunk: 8 KiB of f32, held in L1 between the max and the exp sweep.
+const LSE_CHUNK: usize = 2048;
+
+/// max + ln(sum(exp(x - max))) over xs: -inf when no x is above -inf, else NaN if any x is NaN.
+/// One sweep from memory: each L1-sized chunk's max is read, then its exponentials are summed
+/// from L1 while the chunk two ahead is prefetched (the exps alone would leave memory idle: the
+/// hardware prefetcher only follows demand misses), and the running sum is rescaled when the max
+/// grows. xent forward 2048x32768: 22 ms against 27 for a max pass then an exp pass per row.
+#[inline(always)]
+fn logsumexp_f32(xs: &[f32]) -> f32 {
+    let (mut max, mut sum) = (f32::NEG_INFINITY, 0.0f32);
+    for (i, chunk) in xs.chunks(LSE_CHUNK).enumerate() {
+        let m = lane_max(chunk);
+        if m > max {
+            // From -inf the factor is 0, which keeps a NaN the sum carries.
+            sum *= exp_f32(max - m);
+            max = m;
+        }
+        if max == f32::NEG_INFINITY {
+            // Nothing above -inf yet: only a NaN here counts, carried in the sum.
+            if chunk.iter().any(|x| x.is_nan()) {
+                sum = f32::NAN;
+            }
+            continue;
+        }
+        let next = xs.as_ptr().wrapping_add((i + 2) * LSE_CHUNK);
+        let mut acc = [0f32; 16];
+        let mut blocks = chunk.chunks_exact(16);
+        for (j, b) in (&mut blocks).enumerate() {
+            prefetch(next.wrapping_add(j * 16));
+            for (a, &x) in acc.iter_mut().zip(b) {
+                *a += exp_f32(x - max);
+            }
+        }
+        let tail = blocks.remainder().iter().fold(0.0, |s, &x| s + exp_f32(x - max));
+        sum += acc.iter().fold(tail, |s, &a| s + a);
+    }
+    if max == f32::NEG_INFINITY && !sum.is_nan() {
+        return max;
+    }
+    max + sum.ln()
+}
+
+/// log(sum(exp(x))) of xs, computed as max + log(sum(exp(x - max))): vectorised with prefetching
+/// for f32, exact and scalar for f64. -inf when no x is above -inf, else NaN if any x is NaN.
+pub fn logsumexp<T: Float>(xs: &[T]) -> T {
+    if let Some(x32) = as_f32(xs) {
+        return T::from_f64(logsumexp_dispatch(x32) as f64);
+    }
+    let max = xs.iter().fold(T::NEG_INFINITY, |m, &x| if x > m { x } else { m });
+    if max == T::NEG_INFINITY {
+        return max;
+    }
+    max + xs.iter().fold(T::ZERO, |s, &x| s + (x - max).exp()).ln()
 }
 
 /// out[i] = exp(x[i] - shift) * scale.
 #[inline(always)]
-fn exp_shifted_scaled_f32(out: &mut [f32], xs: &[f32], shift: f32, scale: f32) {
+fn exp_shifted_scaled_f32(out: &mut [MaybeUninit<f32>], xs: &[f32], shift: f32, scale: f32) {
     for (o, &x) in out.iter_mut().zip(xs) {
-        *o = exp_f32(x - shift) * scale;
+        o.write(exp_f32(x - shift) * scale);
     }
 }
 
@@ -105,8 +177,8 @@ macro_rules! multiversion {
 }
 
 multiversion!(exp_shifted_sum_dispatch(xs: &mut [f32], shift: f32) -> f32 = exp_shifted_sum_f32);
-multiversion!(sum_exp_shifted_dispatch(xs: &[f32], shift: f32) -> f32 = sum_exp_shifted_f32);
-multiversion!(exp_shifted_scaled_dispatch(out: &mut [f32], xs: &[f32], shift: f32, scale: f32) -> () = exp_shifted_scaled_f32);
+multiversion!(logsumexp_dispatch(xs: &[f32]) -> f32 = logsumexp_f32);
+multiversion!(exp_shifted_scaled_dispatch(out: &mut [MaybeUninit<f32>], xs: &[f32], shift: f32, scale: f32) -> () = exp_shifted_scaled_f32);
 
 /// f32 -> bf16 bits, rounded to nearest even (NaN stays a quiet NaN): as `half::bf16::from_f32`,
 /// written so the loop vectorises.
@@ -177,22 +249,19 @@ fn as_f32_mut<T: Float>(xs: &mut [T]) -> Option<&mut [f32]> {
     (TypeId::of::<T>() == TypeId::of::<f32>()).then(|| unsafe { &mut *(xs as *mut [T] as *mut [f32]) })
 }
 
-/// out[i] = exp(xs[i] - shift) * scale (vectorised for f32).
-pub fn exp_shifted_scaled<T: Float>(out: &mut [T], xs: &[T], shift: T, scale: T) {
-    if let (Some(o32), Some(x32)) = (as_f32_mut(out), as_f32(xs)) {
+fn as_f32_uninit<T: Float>(xs: &mut [MaybeUninit<T>]) -> Option<&mut [MaybeUninit<f32>]> {
+    // SAFETY: as in as_f32.
+    (TypeId::of::<T>() == TypeId::of::<f32>()).then(|| unsafe { &mut *(xs as *mut [MaybeUninit<T>] as *mut [MaybeUninit<f32>]) })
+}
+
+/// Writes out[i] = exp(xs[i] - shift) * scale (vectorised for f32), every element of out.
+pub fn exp_shifted_scaled<T: Float>(out: &mut [MaybeUninit<T>], xs: &[T], shift: T, scale: T) {
+    if let (Some(o32), Some(x32)) = (as_f32_uninit(out), as_f32(xs)) {
         return exp_shifted_scaled_dispatch(o32, x32, shift.to_f64() as f32, scale.to_f64() as f32);
     }
     for (o, &x) in out.iter_mut().zip(xs) {
-        *o = (x - shift).exp() * scale;
+        o.write((x - shift).exp() * scale);
     }
-}
-
-/// The sum of exp(x - shift) over xs (vectorised for f32, exact scalar for f64).
-pub fn sum_exp_shifted<T: Float>(xs: &[T], shift: T) -> T {
-    if let Some(x32) = as_f32(xs) {
-        return T::from_f64(sum_exp_shifted_dispatch(x32, shift.to_f64() as f32) as f64);
-    }
-    xs.iter().fold(T::ZERO, |s, &x| s + (x - shift).exp())
 }
 
 /// xs[i] = exp(xs[i] - shift) for any float type; returns their sum. f32 takes the vectorised
@@ -224,18 +293,21 @@ pub fn lane_sum<T: Float>(xs: &[T], f: impl Fn(T) -> T) -> T {
     acc.iter().fold(tail, |s, &a| s + a)
 }
 
-/// The maximum of xs (-inf when empty) with 16 independent running maxima.
+/// The maximum of xs (-inf when empty; NaNs are passed over) with 16 independent running maxima.
+/// `if x > a` is one max instruction; `f32::max` adds a NaN test and a blend to the chain, which
+/// made this pass three times slower than memory.
 #[inline(always)]
 pub fn lane_max<T: Float>(xs: &[T]) -> T {
+    let max = |a: T, x: T| if x > a { x } else { a };
     let mut acc = [T::NEG_INFINITY; 16];
     let mut chunks = xs.chunks_exact(16);
     for c in &mut chunks {
         for (a, &x) in acc.iter_mut().zip(c) {
-            *a = a.max(x);
+            *a = max(*a, x);
         }
     }
-    let tail = chunks.remainder().iter().fold(T::NEG_INFINITY, |m, &x| m.max(x));
-    acc.iter().fold(tail, |m, &a| m.max(a))
+    let tail = chunks.remainder().iter().fold(T::NEG_INFINITY, |m, &x| max(m, x));
+    acc.iter().fold(tail, |m, &a| max(m, a))
 }
 
 #[cfg(test)]
@@ -267,6 +339,39 @@ mod tests {
         let got = exp_shifted_sum(&mut v, 1.0f32);
         assert!((got - want).abs() < 1e-5 * want);
         assert!((v[0] - (-5.0f32).exp()).abs() < 1e-7);
+    }
+
+    #[test]
+    fn logsumexp_matches_f64() {
+        let reference = |xs: &[f32]| {
+            let m = xs.iter().fold(f64::NEG_INFINITY, |m, &x| m.max(x as f64));
+            m + xs.iter().map(|&x| (x as f64 - m).exp()).sum::<f64>().ln()
+        };
+        // Lengths around the 2048-element chunk; the max rises from chunk to chunk (the running
+        // sum is rescaled) or sits in the first chunk.
+        for len in [1, 15, 16, 17, 2047, 2048, 2049, 6000] {
+            for rising in [false, true] {
+                let xs: Vec<f32> = (0..len)
+                    .map(|i| {
+                        if rising {
+                            i as f32 * 0.01
+                        } else {
+                            ((i * 7919) % 101) as f32 * 0.3 - 15.0
+                        }
+                    })
+                    .collect();
+                let (got, want) = (logsumexp(&xs) as f64, reference(&xs));
+                assert!((got - want).abs() < 1e-5 * want.abs().max(1.0), "len {len}: {got} vs {want}");
+            }
+        }
+        let mut xs = vec![f32::NEG_INFINITY; 5000];
+        assert_eq!(logsumexp(&xs), f32::NEG_INFINITY);
+        xs[4500] = 2.0;
+        assert_eq!(logsumexp(&xs), 2.0);
+        xs[10] = f32::NAN;
+        assert!(logsumexp(&xs).is_nan());
+        assert!(logsumexp(&[1.0f64, f64::NAN]).is_nan());
+        assert_eq!(logsumexp::<f32>(&[]), f32::NEG_INFINITY);
     }
 
     #[test]
