@@ -13,7 +13,7 @@
 
 use super::float::{accumulator, float_data, Float, FloatData, FloatOut};
 use super::gemm::{gemm_serial, workspace, MatRef};
-use super::vmath::{exp_shifted_sum, vectorised};
+use super::vmath::{exp_shifted_sum, lane_max, vectorised};
 use super::CpuStorage;
 use crate::backend::AttentionParams;
 use crate::{Error, Layout, Result};
@@ -110,10 +110,6 @@ struct Visibility<'a> {
 }
 
 impl Visibility<'_> {
-    #[inline(always)]
-    fn sees(&self, b: usize, sk: usize, i: usize, j: usize) -> bool {
-        (!self.causal || (j as isize) <= i as isize + self.offset) && self.mask.is_none_or(|m| m[b * sk + j])
-    }
     /// Keys at or past this index are causally hidden from every query in [.., i_end).
     fn key_end(&self, i_end: usize, sk: usize) -> usize {
         if self.causal {
@@ -126,14 +122,27 @@ impl Visibility<'_> {
 
 impl Visibility<'_> {
     /// Scales a row of raw scores for query i and hides the keys it may not see (-inf).
-    /// Returns the row maximum (-inf when every key is hidden).
+    /// Returns the row maximum (-inf when every key is hidden). The causally visible keys are a
+    /// prefix, so the row is a scaled prefix and a -inf rest; the padding mask, where there is
+    /// one, then picks keys out of the prefix.
+    #[inline(always)]
     fn scale_and_mask<T: Float>(&self, row: &mut [T], b: usize, sk: usize, i: usize, scale: T) -> T {
-        let mut max = T::NEG_INFINITY;
-        for (j, x) in row.iter_mut().enumerate() {
-            *x = if self.sees(b, sk, i, j) { *x * scale } else { T::NEG_INFINITY };
-            max = max.max(*x);
+        let visible = if self.causal {
+            (i as isize + self.offset + 1).clamp(0, row.len() as isize) as usize
+        } else {
+            row.len()
+        };
+        let (seen, hidden) = row.split_at_mut(visible);
+        hidden.fill(T::NEG_INFINITY);
+        match self.mask {
+            None => seen.iter_mut().for_each(|x| *x = *x * scale),
+            Some(mask) => {
+                for (x, &keep) in seen.iter_mut().zip(&mask[b * sk..]) {
+                    *x = if keep { *x * scale } else { T::NEG_INFINITY };
+                }
+            }
         }
-        max
+        lane_max(row)
     }
 }
 
@@ -218,24 +227,34 @@ fn backward_impl<T: Float>(
                     }
                     // P from the saved logsumexp.
                     let p = strip_product(p_buf, rows, keys, d, &q.rows_from(b, h, i0), &k.transposed(b, h));
-                    for (r, row) in p.chunks_mut(keys).enumerate() {
-                        let l = lse[i0 + r];
-                        vis.scale_and_mask(row, b, sk, i0 + r, scale);
-                        if l == T::NEG_INFINITY {
-                            row.fill(T::ZERO);
-                        } else {
-                            exp_shifted_sum(row, l);
-                        }
-                    }
+                    vectorised(
+                        #[inline(always)]
+                        || {
+                            for (r, row) in p.chunks_mut(keys).enumerate() {
+                                let l = lse[i0 + r];
+                                vis.scale_and_mask(row, b, sk, i0 + r, scale);
+                                if l == T::NEG_INFINITY {
+                                    row.fill(T::ZERO);
+                                } else {
+                                    exp_shifted_sum(row, l);
+                                }
+                            }
+                        },
+                    );
                     // dS = P (dO V^T - rowsum(dO O)) * scale.
                     let ds = strip_product(ds_buf, rows, keys, d, &dout.rows_from(b, h, i0), &v.transposed(b, h));
-                    for (r, (ds_row, p_row)) in ds.chunks_mut(keys).zip(p.chunks(keys)).enumerate() {
-                        let i = i0 + r;
-                        let delta = dot(dout.row(b, h, i, d), o.row(b, h, i, d));
-                        for (x, &pv) in ds_row.iter_mut().zip(p_row) {
-                            *x = pv * (*x - delta) * scale;
-                        }
-                    }
+                    vectorised(
+                        #[inline(always)]
+                        || {
+                            for (r, (ds_row, p_row)) in ds.chunks_mut(keys).zip(p.chunks(keys)).enumerate() {
+                                let i = i0 + r;
+                                let delta = dot(dout.row(b, h, i, d), o.row(b, h, i, d));
+                                for (x, &pv) in ds_row.iter_mut().zip(p_row) {
+                                    *x = pv * (*x - delta) * scale;
+                                }
+                            }
+                        },
+                    );
                     let (ds, p) = (&*ds, &*p);
                     gemm_serial(rows, d, keys, &strip(ds, keys, false), &k.rows_from(b, h, 0), &mut dq[i0 * d..], d);
                     gemm_serial(keys, d, rows, &strip(ds, keys, true), &q.rows_from(b, h, i0), dk, d);

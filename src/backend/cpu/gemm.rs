@@ -468,7 +468,7 @@ fn gemm_blocked<P: bytemuck::Pod + Send + Sync, C: Float, O: Operands<P>>(
             }
         }
     };
-    let tasks = split_work(m, panels, uk.mr, threads);
+    let tasks = split_work(m, k, panels, uk.mr, uk.nr, threads);
     let run = |task| with_packed_b(|packed| share(task, packed));
     if tasks.len() > 1 {
         tasks.into_par_iter().for_each(run);
@@ -477,22 +477,31 @@ fn gemm_blocked<P: bytemuck::Pod + Send + Sync, C: Float, O: Operands<P>>(
     }
 }
 
-/// Splits an m-row x `panels`-panel C into `threads` shares of near-equal work: by panels, or by
-/// rows in whole micro-tile rows (`mr`) where that balances strictly better (few columns). A row
-/// share packs all of B for itself, a column share only its own. Equal static shares matter on
-/// few cores: 5 row blocks over 2 threads cost 20%.
-fn split_work(m: usize, panels: usize, mr: usize, threads: usize) -> Vec<(Range<usize>, Range<usize>)> {
+/// Splits an m x n C (`panels` panels of `nr` columns, k deep) into one share per thread, by
+/// panels or by rows in whole micro-tile rows (`mr`), whichever gives the busiest share the least
+/// work: its multiply-adds plus its packing, which differs between the two. A row share packs all
+/// of B and its rows of A once per NC-column block; a column share packs its own B panels but
+/// all of A per block of its columns. Narrow products (small CLIP's n = 128) split rows, wide ones
+/// columns. Equal static shares matter on few cores: 5 row blocks over 2 threads cost 20%.
+fn split_work(m: usize, k: usize, panels: usize, mr: usize, nr: usize, threads: usize) -> Vec<(Range<usize>, Range<usize>)> {
     let units = m.div_ceil(mr);
     if threads <= 1 {
         return vec![(0..m, 0..panels)];
     }
-    // The busiest thread's load over the mean one, splitting n equal pieces.
-    let imbalance = |n: usize| (n.div_ceil(threads) * threads) as f64 / n as f64;
+    // Packing one element costs about as much time as this many flops of the micro-kernel.
+    const PACK_FLOPS: usize = 16;
+    let cost = |rows: usize, cols: usize| {
+        let packed = rows * k * cols.div_ceil(NC) + k * cols;
+        2 * rows * cols * k + PACK_FLOPS * packed
+    };
+    let busiest = |n: usize| n.div_ceil(threads);
     let pieces = |n: usize| {
         let parts = threads.min(n);
         (0..parts).map(move |i| (n * i / parts)..(n * (i + 1) / parts))
     };
-    if imbalance(units) < imbalance(panels) {
+    let by_rows = cost(busiest(units) * mr, panels * nr);
+    let by_cols = cost(units * mr, busiest(panels) * nr);
+    if by_rows < by_cols {
         pieces(units).map(|u| (u.start * mr..(u.end * mr).min(m), 0..panels)).collect()
     } else {
         pieces(panels).map(|p| (0..m, p)).collect()

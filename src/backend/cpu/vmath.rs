@@ -70,12 +70,17 @@ fn exp_shifted_sum_f32(xs: &mut [f32], shift: f32) -> f32 {
             *a += *x;
         }
     }
-    let mut tail = 0.0;
-    for x in chunks.into_remainder() {
+    // The tail as one more 16-lane block padded with -inf (exp gives 0): a scalar tail of up to
+    // 15 exps cost as much as the vector loop on attention's 77-key rows.
+    let tail = chunks.into_remainder();
+    let mut block = [f32::NEG_INFINITY; 16];
+    block[..tail.len()].copy_from_slice(tail);
+    for (a, x) in acc.iter_mut().zip(block.iter_mut()) {
         *x = exp_f32(*x - shift);
-        tail += *x;
+        *a += *x;
     }
-    acc.iter().sum::<f32>() + tail
+    tail.copy_from_slice(&block[..tail.len()]);
+    acc.iter().sum::<f32>()
 }
 
 /// Asks for the cache line holding `p` (any address: a prefetch never faults).
@@ -133,8 +138,14 @@ fn logsumexp_f32(xs: &[f32]) -> f32 {
                 *a += exp_f32(x - max);
             }
         }
-        let tail = blocks.remainder().iter().fold(0.0, |s, &x| s + exp_f32(x - max));
-        sum += acc.iter().fold(tail, |s, &a| s + a);
+        // The tail as a block padded with -inf, as in exp_shifted_sum_f32.
+        let tail = blocks.remainder();
+        let mut block = [f32::NEG_INFINITY; 16];
+        block[..tail.len()].copy_from_slice(tail);
+        for (a, &x) in acc.iter_mut().zip(&block) {
+            *a += exp_f32(x - max);
+        }
+        sum += acc.iter().sum::<f32>();
     }
     if max == f32::NEG_INFINITY && !sum.is_nan() {
         return max;

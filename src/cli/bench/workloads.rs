@@ -132,6 +132,7 @@ pub fn suite(suite: Suite) -> Vec<Workload> {
             w("gemm_bf16_n1024", square(1024), BF16),
             w("attn_fwd_f32_s197_d64", attn(8, 8, 197, 64, false, false), F32),
             w("attn_bwd_f32_s197_d64", attn(8, 8, 197, 64, false, true), F32),
+            w("attn_fwd_causal_f32_s77_d64", attn(8, 8, 77, 64, true, false), F32),
             w("layernorm_fwd_f32_4096x768", ln(4096, 768, false), F32),
             w("layernorm_fwd_f32_32768x1024", ln(32768, 1024, false), F32),
             w("layernorm_bwd_f32_32768x1024", ln(32768, 1024, true), F32),
