@@ -234,11 +234,18 @@ fn unary_typed<T: Float>(x: &[T], op: UnaryOp) -> Vec<T> {
 }
 
 fn unary_backward_typed<T: Float>(x: &[T], g: &[T], op: UnaryOp) -> Vec<T> {
-    let mut out = g.to_vec();
-    for_each_unary!(op, derivative, f => for_each_chunk(&mut out, PAR_CHUNK, |c, o| {
-        o.iter_mut().zip(&x[c * PAR_CHUNK..]).for_each(|(o, &x)| *o *= f(x))
-    }));
-    out
+    // SAFETY: chunk c covers out[c * PAR_CHUNK..], and x and g have as many elements from there
+    // on, so the zip writes every element.
+    unsafe {
+        filled(x.len(), |out| {
+            for_each_unary!(op, derivative, f => for_each_chunk(out, PAR_CHUNK, |c, o| {
+                let from = c * PAR_CHUNK;
+                o.iter_mut().zip(&x[from..]).zip(&g[from..]).for_each(|((o, &x), &g)| {
+                    o.write(g * f(x));
+                })
+            }))
+        })
+    }
 }
 
 pub fn unary(x: &CpuStorage, layout: &Layout, op: UnaryOp) -> Result<CpuStorage> {
@@ -247,6 +254,12 @@ pub fn unary(x: &CpuStorage, layout: &Layout, op: UnaryOp) -> Result<CpuStorage>
 }
 
 pub fn unary_backward(x: &CpuStorage, layout: &Layout, grad: &CpuStorage, grad_layout: &Layout, op: UnaryOp) -> Result<CpuStorage> {
+    if layout.shape() != grad_layout.shape() {
+        return Err(Error::shape(
+            "unary_backward",
+            format!("input {:?} with gradient {:?}", layout.shape(), grad_layout.shape()),
+        ));
+    }
     let (xd, gd) = (
         float_data(x, layout, "unary_backward")?,
         float_data(grad, grad_layout, "unary_backward")?,
