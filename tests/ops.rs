@@ -32,7 +32,7 @@ fn cfg(cases: u32) -> ProptestConfig {
     }
 }
 
-/// Wide and narrow products the proptest's sizes do not reach: n past the 512-column block inside
+/// Wide and narrow products the proptest's sizes do not reach: n past the 480-column block inside
 /// one thread's column share, and C too narrow for a column split (each thread takes rows).
 #[test]
 fn gemm_wide_and_narrow_shares() {
@@ -72,7 +72,7 @@ fn gemm_wide_and_narrow_shares() {
 proptest! {
     #![proptest_config(cfg(16))]
 
-    /// Shapes up to 300 cross the micro-tile (8 x 32 with AVX-512), the K slice (256) and the M
+    /// Shapes up to 300 cross the micro-tile (8 x 48 or 8 x 32 with AVX-512), the K slice (256) and the M
     /// block (96).
     #[test]
     fn gemm_matches_triple_loop(m in 1usize..=140, k in 1usize..=300, n in 1usize..=140, ta in any::<bool>(), tb in any::<bool>(), seed in any::<u64>()) {

@@ -7,11 +7,11 @@
 //! panels, and runs an MR x NR register-tiled micro-kernel over every (A panel, B panel) pair,
 //! rows outside and columns inside. Packing accepts any strides, so transposed operands (as
 //! backward passes use) cost nothing extra. Operand packing and kernels are
-//! pluggable (`Operands`, `MicroKernel`): f32 8x32 with AVX-512, f32 6x16 with AVX2+FMA
+//! pluggable (`Operands`, `MicroKernel`): f32 8x48 (or 8x32 where n pads better) with AVX-512, f32 6x16 with AVX2+FMA
 //! (std::arch intrinsics, picked at run time), a portable 4x8 for f64 and older CPUs, and
 //! gemm_bf16.rs's bf16 kernels.
 //! FLOPs: 2*m*n*k. With f32 at KC = 256 the A micro-panel (8 x 256 = 8 KiB) stays in L1 while the
-//! packed B block (256 x 512 = 512 KiB) streams from L2; C moves once per K slice.
+//! packed B block (256 x 480 = 480 KiB) streams from L2; C moves once per K slice.
 
 use super::float::{accumulator, float_data, Float, FloatData, FloatOut};
 use super::{gemm_bf16, CpuStorage};
@@ -23,7 +23,7 @@ use std::ops::Range;
 
 const KC: usize = 256;
 const MC: usize = 96;
-const NC: usize = 512;
+const NC: usize = 480;
 
 /// A strided matrix operand: element (i, j) is at data[offset + i*rs + j*cs].
 #[derive(Clone, Copy)]
@@ -84,7 +84,36 @@ impl<T: Float> Operands<T> for FloatOperands<'_, T> {
 pub(super) mod x86 {
     use std::arch::x86_64::*;
 
-    /// 8 x 32 f32 tile: 16 zmm accumulators, two B vectors and one broadcast per k.
+    /// 8 x 48 f32 tile: 24 zmm accumulators, three B vectors and one broadcast (folded into the
+    /// FMA as a memory operand) per row and k: 24 FMAs per 3 loads of B. Measured alone on a
+    /// 96 x 480 x 256 block on one core: 184-189 GFLOP/s, against 168-176 for 8 x 32.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn kernel_8x48_avx512(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize) {
+        let mut acc = [[_mm512_setzero_ps(); 3]; 8];
+        for p in 0..kc {
+            // B streams from L2: fetch 8 k ahead (1.5 KiB), about a hundred cycles early.
+            let bp = b.add(p * 48);
+            for v in 0..3 {
+                _mm_prefetch::<_MM_HINT_T0>(bp.add(384 + 16 * v) as *const i8);
+            }
+            let bv = [_mm512_loadu_ps(bp), _mm512_loadu_ps(bp.add(16)), _mm512_loadu_ps(bp.add(32))];
+            for (i, row) in acc.iter_mut().enumerate() {
+                let av = _mm512_set1_ps(*a.add(p * 8 + i));
+                for (r, &bv) in row.iter_mut().zip(&bv) {
+                    *r = _mm512_fmadd_ps(av, bv, *r);
+                }
+            }
+        }
+        for (i, row) in acc.iter().enumerate() {
+            let cp = c.add(i * ldc);
+            for (v, &r) in row.iter().enumerate() {
+                _mm512_storeu_ps(cp.add(16 * v), _mm512_add_ps(_mm512_loadu_ps(cp.add(16 * v)), r));
+            }
+        }
+    }
+
+    /// 8 x 32 f32 tile: 16 zmm accumulators, for products whose n pads badly to 48 (attention's
+    /// d = 64 outputs).
     #[target_feature(enable = "avx512f")]
     pub unsafe fn kernel_8x32_avx512(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize) {
         let mut acc = [[_mm512_setzero_ps(); 2]; 8];
@@ -175,8 +204,10 @@ unsafe fn kernel_4x8_portable<T: Float>(kc: usize, a: *const T, b: *const T, c: 
     }
 }
 
-/// The fastest kernel this CPU runs for T (checked once per call; detection is cached by std).
-pub fn micro_kernel<T: Float>() -> MicroKernel<T> {
+/// The fastest kernel this CPU runs for T and an n-column product (checked once per call;
+/// detection is cached by std). With AVX-512 that is 8 x 48, which runs 7% faster than 8 x 32,
+/// unless n pads to 48 so much worse than to 32 that the padding costs more (n = 64 or 128).
+pub fn micro_kernel<T: Float>(n: usize) -> MicroKernel<T> {
     #[cfg(target_arch = "x86_64")]
     if std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>() {
         // SAFETY: T is f32 here, so the function pointer types are identical.
@@ -184,11 +215,21 @@ pub fn micro_kernel<T: Float>() -> MicroKernel<T> {
             std::mem::transmute::<_, unsafe fn(usize, *const T, *const T, *mut T, usize)>(f)
         };
         if std::is_x86_feature_detected!("avx512f") {
-            return MicroKernel {
-                name: "avx512 8x32",
-                mr: 8,
-                nr: 32,
-                run: cast(x86::kernel_8x32_avx512),
+            let padded = |nr: usize| n.div_ceil(nr) * nr;
+            return if padded(48) as f64 / 1.07 <= padded(32) as f64 {
+                MicroKernel {
+                    name: "avx512 8x48",
+                    mr: 8,
+                    nr: 48,
+                    run: cast(x86::kernel_8x48_avx512),
+                }
+            } else {
+                MicroKernel {
+                    name: "avx512 8x32",
+                    mr: 8,
+                    nr: 32,
+                    run: cast(x86::kernel_8x32_avx512),
+                }
             };
         }
         if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
@@ -263,7 +304,7 @@ pub(super) fn copy_run<T: Copy>(dst: &mut [T], src: &[T]) {
             _ => false,
         }
     }
-    if !(fixed::<T, 32>(dst, src) || fixed::<T, 16>(dst, src) || fixed::<T, 8>(dst, src)) {
+    if !(fixed::<T, 48>(dst, src) || fixed::<T, 32>(dst, src) || fixed::<T, 16>(dst, src) || fixed::<T, 8>(dst, src)) {
         dst.copy_from_slice(src);
     }
 }
@@ -375,7 +416,7 @@ pub fn workspace<T: bytemuck::Pod>(buf: &mut Vec<u64>, len: usize) -> &mut [T] {
 /// Products big enough to pay for it are split across threads.
 pub fn gemm_batched<T: Float>(m: usize, n: usize, k: usize, a: &[MatRef<T>], b: &[MatRef<T>], c: &mut [T]) {
     let operands: Vec<FloatOperands<T>> = a.iter().zip(b).map(|(a, b)| FloatOperands { a, b }).collect();
-    gemm_batched_with(m, n, k, &operands, &micro_kernel::<T>(), c)
+    gemm_batched_with(m, n, k, &operands, &micro_kernel::<T>(n), c)
 }
 
 /// `gemm_batched` for any packing: one product per entry of `operands`, C_b after one another.
@@ -405,7 +446,7 @@ pub fn gemm_serial<T: Float>(m: usize, n: usize, k: usize, a: &MatRef<T>, b: &Ma
     }
     assert!(ldc >= n && c.len() >= (m - 1) * ldc + n, "gemm_serial: C is too small");
     let cptr = SendPtr(c.as_mut_ptr());
-    let uk = micro_kernel::<T>();
+    let uk = micro_kernel::<T>(n);
     gemm_blocked(m, n, k, &FloatOperands { a, b }, &uk, cptr, ldc, false);
 }
 
