@@ -32,12 +32,20 @@ fn cfg(cases: u32) -> ProptestConfig {
     }
 }
 
-/// Wide and narrow products the proptest's sizes do not reach: n past the 480-column block inside
-/// one thread's column share, and C too narrow for a column split (each thread takes rows).
+/// Wide and narrow products the proptest's sizes do not reach: n past the 1008-column block (at
+/// k >= 256) inside one thread's column share, and C too narrow for a column split (each thread
+/// takes rows).
 #[test]
 fn gemm_wide_and_narrow_shares() {
     let mut rng = Rng::new(7);
-    for (m, k, n) in [(3, 70, 1100), (130, 257, 1030), (700, 40, 5), (301, 300, 33)] {
+    for (m, k, n) in [
+        (3, 70, 1100),
+        (5, 300, 2500),
+        (1, 257, 2200),
+        (130, 257, 1030),
+        (700, 40, 5),
+        (301, 300, 33),
+    ] {
         for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
             let a = if ta {
                 randn(&mut rng, &[k, m], DType::F32).t().unwrap()

@@ -2,16 +2,18 @@
 //! AMX or AVX512-BF16 kernels where the CPU has one, else is widened too).
 //!
 //! Blocked GEMM in the Goto/BLIS style: C's columns (or, for narrow products, its rows) are split
-//! into one equal share per thread; each share, for each NC-column block and KC-deep slice of K,
-//! packs its B block into NR-column panels (zero-padded) and its A rows in MC-row blocks of MR-row
-//! panels, and runs an MR x NR register-tiled micro-kernel over every (A panel, B panel) pair,
-//! rows outside and columns inside. Packing accepts any strides, so transposed operands (as
-//! backward passes use) cost nothing extra. Operand packing and kernels are
-//! pluggable (`Operands`, `MicroKernel`): f32 8x48 (or 8x32 where n pads better) with AVX-512, f32 6x16 with AVX2+FMA
-//! (std::arch intrinsics, picked at run time), a portable 4x8 for f64 and older CPUs, and
-//! gemm_bf16.rs's bf16 kernels.
+//! into one equal share per thread; each share, for each column block (NC columns: as wide as
+//! keeps the packed B block within 1 MiB of L2, in blocks of equal width) and KC-deep slice of K,
+//! packs its B block into NR-column panels (zero-padded) and its A rows in MC-row blocks of
+//! MR-row panels, and runs an MR x NR register-tiled micro-kernel over every (A panel, B panel)
+//! pair, rows outside and columns inside. Packing accepts any strides, so transposed operands (as
+//! backward passes use) cost nothing extra. Operand packing and kernels are pluggable
+//! (`Operands`, `MicroKernel`): f32 8x48 (or 8x32 where n pads better) with AVX-512, f32 6x16
+//! with AVX2+FMA (std::arch intrinsics, picked at run time), a portable 4x8 for f64 and older
+//! CPUs, and gemm_bf16.rs's bf16 kernels.
 //! FLOPs: 2*m*n*k. With f32 at KC = 256 the A micro-panel (8 x 256 = 8 KiB) stays in L1 while the
-//! packed B block (256 x 480 = 480 KiB) streams from L2; C moves once per K slice.
+//! packed B block (256 x up to 1008 columns, 1 MiB) streams from L2; A is packed once per column
+//! block and C moves once per K slice.
 
 use super::float::{accumulator, float_data, Float, FloatData, FloatOut};
 use super::{gemm_bf16, CpuStorage};
@@ -23,7 +25,9 @@ use std::ops::Range;
 
 const KC: usize = 256;
 const MC: usize = 96;
-const NC: usize = 480;
+/// Bytes of one packed B block (KC deep x NC columns), kept in L2 (2 MiB per core here):
+/// f32 blocks are up to 1024 columns wide, bf16 pair blocks 512.
+const B_BLOCK_BYTES: usize = 1 << 20;
 
 /// A strided matrix operand: element (i, j) is at data[offset + i*rs + j*cs].
 #[derive(Clone, Copy)]
@@ -463,11 +467,11 @@ fn with_packed_b(f: impl FnOnce(&mut Vec<u64>)) {
 /// C (at `c`, row stride `ldc`; m x n, zeroed or accumulated into) += A B.
 ///
 /// `split_work` gives each thread one share of C's columns (or rows, where that balances better)
-/// for the whole product, and each share runs the BLIS loops on its own: for each NC-column block
+/// for the whole product, and each share runs the BLIS loops on its own: for each column block
 /// and K slice it packs its B block, then its A rows MC at a time, and runs the micro-kernels.
 /// Shares never wait for one another: one fork-join per product rather than two per block (B
 /// packed by all threads, then a barrier), which cost 10% of a 2-thread GEMM. A column share
-/// packs only its own B; A is packed per NC block either way, so the split adds no packing.
+/// packs only its own B; A is packed per column block either way (`split_work` weighs it).
 #[allow(clippy::too_many_arguments)]
 fn gemm_blocked<P: bytemuck::Pod + Send + Sync, C: Float, O: Operands<P>>(
     m: usize,
@@ -481,10 +485,12 @@ fn gemm_blocked<P: bytemuck::Pod + Send + Sync, C: Float, O: Operands<P>>(
 ) {
     let threads = if parallel { rayon::current_num_threads() } else { 1 };
     let panels = n.div_ceil(uk.nr);
+    let column_bytes = (ops.depth(ops.k_slice().min(k)) * std::mem::size_of::<P>()).max(1);
     let share = |(rows, prange): (Range<usize>, Range<usize>), packed: &mut Vec<u64>| {
         let share_cols = prange.start * uk.nr..(prange.end * uk.nr).min(n);
-        for jc in share_cols.clone().step_by(NC) {
-            let cols = jc..(jc + NC).min(share_cols.end);
+        let block_panels = column_block(prange.len(), uk.nr, column_bytes);
+        for jc in share_cols.clone().step_by(block_panels * uk.nr) {
+            let cols = jc..(jc + block_panels * uk.nr).min(share_cols.end);
             for pc in (0..k).step_by(ops.k_slice()) {
                 let ks = pc..(pc + ops.k_slice()).min(k);
                 let depth = ops.depth(ks.len());
@@ -509,7 +515,7 @@ fn gemm_blocked<P: bytemuck::Pod + Send + Sync, C: Float, O: Operands<P>>(
             }
         }
     };
-    let tasks = split_work(m, k, panels, uk.mr, uk.nr, threads);
+    let tasks = split_work(m, k, panels, uk.mr, uk.nr, column_bytes, threads);
     let run = |task| with_packed_b(|packed| share(task, packed));
     if tasks.len() > 1 {
         tasks.into_par_iter().for_each(run);
@@ -518,30 +524,49 @@ fn gemm_blocked<P: bytemuck::Pod + Send + Sync, C: Float, O: Operands<P>>(
     }
 }
 
+/// Panels per column block (NC = that times nr) for a share of `panels` panels: as few blocks as
+/// keep a packed B block within B_BLOCK_BYTES (`column_bytes` per packed column), of equal width,
+/// so A, which is repacked per block, is packed as few times as possible and no block is a thin
+/// remainder.
+fn column_block(panels: usize, nr: usize, column_bytes: usize) -> usize {
+    let max_panels = (B_BLOCK_BYTES / (nr * column_bytes)).max(1);
+    let blocks = panels.div_ceil(max_panels).max(1);
+    panels.div_ceil(blocks).max(1)
+}
+
 /// Splits an m x n C (`panels` panels of `nr` columns, k deep) into one share per thread, by
 /// panels or by rows in whole micro-tile rows (`mr`), whichever gives the busiest share the least
 /// work: its multiply-adds plus its packing, which differs between the two. A row share packs all
-/// of B and its rows of A once per NC-column block; a column share packs its own B panels but
+/// of B and its rows of A once per column block; a column share packs its own B panels but
 /// all of A per block of its columns. Narrow products (small CLIP's n = 128) split rows, wide ones
 /// columns. Equal static shares matter on few cores: 5 row blocks over 2 threads cost 20%.
-fn split_work(m: usize, k: usize, panels: usize, mr: usize, nr: usize, threads: usize) -> Vec<(Range<usize>, Range<usize>)> {
+fn split_work(
+    m: usize,
+    k: usize,
+    panels: usize,
+    mr: usize,
+    nr: usize,
+    column_bytes: usize,
+    threads: usize,
+) -> Vec<(Range<usize>, Range<usize>)> {
     let units = m.div_ceil(mr);
     if threads <= 1 {
         return vec![(0..m, 0..panels)];
     }
     // Packing one element costs about as much time as this many flops of the micro-kernel.
     const PACK_FLOPS: usize = 16;
-    let cost = |rows: usize, cols: usize| {
-        let packed = rows * k * cols.div_ceil(NC) + k * cols;
-        2 * rows * cols * k + PACK_FLOPS * packed
+    let cost = |rows: usize, share_panels: usize| {
+        let blocks = share_panels.div_ceil(column_block(share_panels, nr, column_bytes));
+        let packed = rows * k * blocks + k * share_panels * nr;
+        2 * rows * share_panels * nr * k + PACK_FLOPS * packed
     };
     let busiest = |n: usize| n.div_ceil(threads);
     let pieces = |n: usize| {
         let parts = threads.min(n);
         (0..parts).map(move |i| (n * i / parts)..(n * (i + 1) / parts))
     };
-    let by_rows = cost(busiest(units) * mr, panels * nr);
-    let by_cols = cost(units * mr, busiest(panels) * nr);
+    let by_rows = cost(busiest(units) * mr, panels);
+    let by_cols = cost(units * mr, busiest(panels));
     if by_rows < by_cols {
         pieces(units).map(|u| (u.start * mr..(u.end * mr).min(m), 0..panels)).collect()
     } else {
