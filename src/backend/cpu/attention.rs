@@ -135,7 +135,7 @@ impl Visibility<'_> {
         let (seen, hidden) = row.split_at_mut(visible);
         hidden.fill(T::NEG_INFINITY);
         match self.mask {
-            None => seen.iter_mut().for_each(|x| *x = *x * scale),
+            None => seen.iter_mut().for_each(|x| *x *= scale),
             Some(mask) => {
                 for (x, &keep) in seen.iter_mut().zip(&mask[b * sk..]) {
                     *x = if keep { *x * scale } else { T::NEG_INFINITY };
