@@ -88,19 +88,19 @@ impl<T: Float> Operands<T> for FloatOperands<'_, T> {
 pub(super) mod x86 {
     use std::arch::x86_64::*;
 
-    /// 8 x 48 f32 tile: 24 zmm accumulators, three B vectors and one broadcast (folded into the
-    /// FMA as a memory operand) per row and k: 24 FMAs per 3 loads of B. Measured alone on a
-    /// 96 x 480 x 256 block on one core: 184-189 GFLOP/s, against 168-176 for 8 x 32.
+    /// C[8 x 16*NV] += A B over kc k from packed panels: NV zmm accumulators per row, NV B
+    /// vectors and one broadcast of A (folded into the FMA as a memory operand) per row and k.
     #[target_feature(enable = "avx512f")]
-    pub unsafe fn kernel_8x48_avx512(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize) {
-        let mut acc = [[_mm512_setzero_ps(); 3]; 8];
+    #[inline]
+    unsafe fn tile_8_rows<const NV: usize>(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize) {
+        let mut acc = [[_mm512_setzero_ps(); NV]; 8];
         for p in 0..kc {
-            // B streams from L2: fetch 8 k ahead (1.5 KiB), about a hundred cycles early.
-            let bp = b.add(p * 48);
-            for v in 0..3 {
-                _mm_prefetch::<_MM_HINT_T0>(bp.add(384 + 16 * v) as *const i8);
+            // B streams from L2: fetch 8 k ahead (1-1.5 KiB), about a hundred cycles early.
+            let bp = b.add(p * 16 * NV);
+            for v in 0..NV {
+                _mm_prefetch::<_MM_HINT_T0>(bp.add(128 * NV + 16 * v) as *const i8);
             }
-            let bv = [_mm512_loadu_ps(bp), _mm512_loadu_ps(bp.add(16)), _mm512_loadu_ps(bp.add(32))];
+            let bv: [__m512; NV] = std::array::from_fn(|v| _mm512_loadu_ps(bp.add(16 * v)));
             for (i, row) in acc.iter_mut().enumerate() {
                 let av = _mm512_set1_ps(*a.add(p * 8 + i));
                 for (r, &bv) in row.iter_mut().zip(&bv) {
@@ -116,28 +116,18 @@ pub(super) mod x86 {
         }
     }
 
-    /// 8 x 32 f32 tile: 16 zmm accumulators, for products whose n pads badly to 48 (attention's
+    /// 8 x 48 f32 tile: 24 zmm accumulators, 24 FMAs per 3 loads of B. Measured alone on a
+    /// 96 x 480 x 256 block on one core: 184-189 GFLOP/s, against 168-176 for 8 x 32.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn kernel_8x48_avx512(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize) {
+        tile_8_rows::<3>(kc, a, b, c, ldc)
+    }
+
+    /// 8 x 32 f32 tile (16 accumulators), for products whose n pads badly to 48 (attention's
     /// d = 64 outputs).
     #[target_feature(enable = "avx512f")]
     pub unsafe fn kernel_8x32_avx512(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize) {
-        let mut acc = [[_mm512_setzero_ps(); 2]; 8];
-        for p in 0..kc {
-            // B streams from L2: fetch 8 k ahead (1 KiB), about a hundred cycles early.
-            _mm_prefetch::<_MM_HINT_T0>(b.add(p * 32 + 256) as *const i8);
-            _mm_prefetch::<_MM_HINT_T0>(b.add(p * 32 + 256 + 16) as *const i8);
-            let b0 = _mm512_loadu_ps(b.add(p * 32));
-            let b1 = _mm512_loadu_ps(b.add(p * 32 + 16));
-            for (i, row) in acc.iter_mut().enumerate() {
-                let av = _mm512_set1_ps(*a.add(p * 8 + i));
-                row[0] = _mm512_fmadd_ps(av, b0, row[0]);
-                row[1] = _mm512_fmadd_ps(av, b1, row[1]);
-            }
-        }
-        for (i, row) in acc.iter().enumerate() {
-            let cp = c.add(i * ldc);
-            _mm512_storeu_ps(cp, _mm512_add_ps(_mm512_loadu_ps(cp), row[0]));
-            _mm512_storeu_ps(cp.add(16), _mm512_add_ps(_mm512_loadu_ps(cp.add(16)), row[1]));
-        }
+        tile_8_rows::<2>(kc, a, b, c, ldc)
     }
 
     /// Transposes 8 rows of 8 f32 (row i at src + i*src_stride) into 8 rows at dst + q*dst_stride.
