@@ -42,6 +42,10 @@ fn main() {
     cli::signals::restore_sigpipe();
     vlk::backend::cpu::keep_freed_buffers();
     let cli = Cli::parse();
+    if let Err(e) = vlk::backend::cpu::gemm_bf16::Bf16Kernel::env_cap() {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
     if let Some(path) = &cli.profile {
         vlk::profile::enable(path);
     }

@@ -488,6 +488,16 @@ fn ceilings_json_reports_positive_rates() {
     assert!(v["isa"].is_string() && v["threads"].as_u64() >= Some(1), "{v}");
 }
 
+#[test]
+fn an_unknown_bf16_kernel_cap_is_refused() {
+    let out = Command::new(env!("CARGO_BIN_EXE_vlk"))
+        .args(["bench", "--suite", "quick", "--list"])
+        .env("VLK_CPU_BF16", "amxx")
+        .output()
+        .expect("run vlk");
+    assert_clean_failure(&out, "VLK_CPU_BF16");
+}
+
 /// `vlk bench --suite quick` with more arguments.
 fn bench_quick(args: &[&str]) -> Output {
     vlk(&[&["bench", "--suite", "quick"], args].concat())

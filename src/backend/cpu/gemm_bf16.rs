@@ -16,6 +16,7 @@
 //! (both instructions flush bf16 subnormal inputs to zero).
 
 use super::gemm::{copy_run, gemm_batched_with, MatRef, MicroKernel, Operands};
+use crate::{Error, Result};
 use half::bf16;
 use std::ops::Range;
 
@@ -29,10 +30,10 @@ pub enum Bf16Kernel {
 }
 
 impl Bf16Kernel {
-    /// The kernels this CPU (and OS, for AMX) runs, fastest first. `VLK_CPU_BF16` = `amx`,
-    /// `avx512` or `f32` caps the choice (for side-by-side measurements; `f32` widens).
+    /// The kernels this CPU (and OS, for AMX) runs, fastest first, within `env_cap`'s cap (an
+    /// invalid cap, which the `vlk` binary rejects at start, caps nothing here).
     pub fn available() -> Vec<Bf16Kernel> {
-        let cap = std::env::var("VLK_CPU_BF16").unwrap_or_default();
+        let cap = Bf16Kernel::env_cap().unwrap_or_default();
         let mut kernels = Vec::new();
         #[cfg(target_arch = "x86_64")]
         {
@@ -44,6 +45,19 @@ impl Bf16Kernel {
             }
         }
         kernels
+    }
+
+    /// `VLK_CPU_BF16`, which caps the kernel choice for side-by-side measurements: `amx` (any),
+    /// `avx512` (no AMX) or `f32` (widen to f32); unset or empty for no cap. Any other value is an
+    /// error naming the variable.
+    pub fn env_cap() -> Result<String> {
+        let cap = std::env::var("VLK_CPU_BF16").unwrap_or_default();
+        match cap.as_str() {
+            "" | "amx" | "avx512" | "f32" => Ok(cap),
+            other => Err(Error::msg(format!(
+                "VLK_CPU_BF16={other:?}: expected amx, avx512 or f32 (or unset)"
+            ))),
+        }
     }
 
     /// The fastest available kernel, if any (checked once per process).
