@@ -144,7 +144,6 @@ pub struct AttentionDims {
     pub d: usize,
 }
 
-/// Checks q [B, H, Sq, D] and k, v [B, H, Sk, D], each with a contiguous last dim.
 /// The second half of an unfused `matmul_bias`: product + bias, the bias layout broadcast to the
 /// product's shape. The trait's default, and the CPU backend's path for the cases its fused GEMM
 /// does not take.
@@ -152,6 +151,7 @@ pub fn add_bias(product: &dyn BackendStorage, bias: &dyn BackendStorage, bias_la
     product.binary(&Layout::contiguous(bias_layout.shape()), bias, bias_layout, BinaryOp::Add)
 }
 
+/// Checks q [B, H, Sq, D] and k, v [B, H, Sk, D], each with a contiguous last dim.
 pub fn attention_dims(q: &Layout, k: &Layout, v: &Layout, op: &'static str) -> Result<AttentionDims> {
     let (qs, ks, vs) = (q.shape(), k.shape(), v.shape());
     let ok = qs.len() == 4 && ks.len() == 4 && vs.len() == 4 && qs[0] == ks[0] && qs[1] == ks[1] && qs[3] == ks[3] && ks == vs;

@@ -1,7 +1,8 @@
 //! Fused layer norm over the last dim, one pass over memory: each row is read once into L1, its
 //! mean and variance (two sweeps of the cached row, 16 partial sums each) and output computed
-//! there; forward prefetches the row two ahead meanwhile (32768x1024: 15 ms against 17). Forward keeps mean and 1/std per row; backward computes dx row-parallel and
-//! dgamma/dbeta as per-chunk partial sums reduced at the end (two stages, as the GPU kernel does).
+//! there; forward prefetches the row two ahead meanwhile (32768x1024: 15 ms against 17).
+//! Forward keeps mean and 1/std per row; backward computes dx row-parallel and dgamma/dbeta as
+//! per-chunk partial sums reduced at the end (two stages, as the GPU kernel does).
 //! Bytes: forward reads x, writes y (8 B per f32 element); backward reads x and dy, writes dx.
 
 use super::float::{filled, float_data, Float, FloatData, FloatOut};

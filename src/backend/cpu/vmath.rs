@@ -59,6 +59,16 @@ pub fn tanh_f32(x: f32) -> f32 {
     }
 }
 
+/// The last (under 16) elements of a row as one more 16-lane block, padded with -inf so that
+/// exp gives 0 there: a scalar tail of up to 15 exps cost as much as the vector loop on
+/// attention's 77-key rows.
+#[inline(always)]
+fn tail_block(tail: &[f32]) -> [f32; 16] {
+    let mut block = [f32::NEG_INFINITY; 16];
+    block[..tail.len()].copy_from_slice(tail);
+    block
+}
+
 /// xs[i] = exp(xs[i] - shift); returns the sum of the results.
 #[inline(always)]
 fn exp_shifted_sum_f32(xs: &mut [f32], shift: f32) -> f32 {
@@ -70,11 +80,8 @@ fn exp_shifted_sum_f32(xs: &mut [f32], shift: f32) -> f32 {
             *a += *x;
         }
     }
-    // The tail as one more 16-lane block padded with -inf (exp gives 0): a scalar tail of up to
-    // 15 exps cost as much as the vector loop on attention's 77-key rows.
     let tail = chunks.into_remainder();
-    let mut block = [f32::NEG_INFINITY; 16];
-    block[..tail.len()].copy_from_slice(tail);
+    let mut block = tail_block(tail);
     for (a, x) in acc.iter_mut().zip(block.iter_mut()) {
         *x = exp_f32(*x - shift);
         *a += *x;
@@ -107,7 +114,7 @@ pub fn prefetch_span<T>(p: *const T, len: usize) {
 /// Elements of a logsumexp chunk: 8 KiB of f32, held in L1 between the max and the exp sweep.
 const LSE_CHUNK: usize = 2048;
 
-/// max + ln(sum(exp(x - max))) over xs: -inf when no x is above -inf, else NaN if any x is NaN.
+/// max + ln(sum(exp(x - max))) over xs: NaN if any x is NaN, else -inf when no x is above -inf.
 /// One sweep from memory: each L1-sized chunk's max is read, then its exponentials are summed
 /// from L1 while the chunk two ahead is prefetched (the exps alone would leave memory idle: the
 /// hardware prefetcher only follows demand misses), and the running sum is rescaled when the max
@@ -138,11 +145,7 @@ fn logsumexp_f32(xs: &[f32]) -> f32 {
                 *a += exp_f32(x - max);
             }
         }
-        // The tail as a block padded with -inf, as in exp_shifted_sum_f32.
-        let tail = blocks.remainder();
-        let mut block = [f32::NEG_INFINITY; 16];
-        block[..tail.len()].copy_from_slice(tail);
-        for (a, &x) in acc.iter_mut().zip(&block) {
+        for (a, &x) in acc.iter_mut().zip(&tail_block(blocks.remainder())) {
             *a += exp_f32(x - max);
         }
         sum += acc.iter().sum::<f32>();
@@ -154,14 +157,15 @@ fn logsumexp_f32(xs: &[f32]) -> f32 {
 }
 
 /// log(sum(exp(x))) of xs, computed as max + log(sum(exp(x - max))): vectorised with prefetching
-/// for f32, exact and scalar for f64. -inf when no x is above -inf, else NaN if any x is NaN.
+/// for f32, exact and scalar for f64. NaN if any x is NaN, else -inf when no x is above -inf.
 pub fn logsumexp<T: Float>(xs: &[T]) -> T {
     if let Some(x32) = as_f32(xs) {
         return T::from_f64(logsumexp_dispatch(x32) as f64);
     }
     let max = xs.iter().fold(T::NEG_INFINITY, |m, &x| if x > m { x } else { m });
     if max == T::NEG_INFINITY {
-        return max;
+        // A NaN next to nothing but -inf (NaN is the one value unordered with itself).
+        return xs.iter().find(|x| x.partial_cmp(x).is_none()).copied().unwrap_or(max);
     }
     max + xs.iter().fold(T::ZERO, |s, &x| s + (x - max).exp()).ln()
 }
@@ -381,7 +385,10 @@ mod tests {
         assert_eq!(logsumexp(&xs), 2.0);
         xs[10] = f32::NAN;
         assert!(logsumexp(&xs).is_nan());
+        xs[4500] = f32::NEG_INFINITY;
+        assert!(logsumexp(&xs).is_nan(), "a NaN among -inf only");
         assert!(logsumexp(&[1.0f64, f64::NAN]).is_nan());
+        assert!(logsumexp(&[f64::NEG_INFINITY, f64::NAN]).is_nan());
         assert_eq!(logsumexp::<f32>(&[]), f32::NEG_INFINITY);
     }
 
