@@ -42,7 +42,11 @@ fn main() {
     cli::signals::restore_sigpipe();
     vlk::backend::cpu::keep_freed_buffers();
     let cli = Cli::parse();
-    if let Err(e) = vlk::backend::cpu::gemm_bf16::Bf16Kernel::env_cap() {
+    let env_checks = [
+        vlk::backend::cpu::gemm_bf16::Bf16Kernel::env_cap().map(drop),
+        vlk::backend::cpu::packed_weights::env_budget_mb().map(drop),
+    ];
+    if let Some(Err(e)) = env_checks.into_iter().find(Result::is_err) {
         eprintln!("error: {e}");
         std::process::exit(1);
     }

@@ -3,7 +3,7 @@
 //! Only optimisers write into storage in place (through [`Tensor::update_in_place`]).
 
 use crate::autograd::{self, Node};
-use crate::backend::{self, BackendStorage, CpuStorage, Storage};
+use crate::backend::{self, BackendStorage, CpuStorage, Derived, Storage};
 use crate::{profile, DType, Device, Error, Layout, Result, Rng, WithDType};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -18,9 +18,15 @@ impl TensorId {
     }
 }
 
+/// One storage, shared by every view of it, with what backends derived from it.
+struct SharedStorage {
+    data: RwLock<Storage>,
+    derived: Derived,
+}
+
 pub(crate) struct TensorInner {
     id: TensorId,
-    storage: Arc<RwLock<Storage>>,
+    storage: Arc<SharedStorage>,
     layout: Layout,
     dtype: DType,
     device: Device,
@@ -42,7 +48,10 @@ impl Tensor {
         let (dtype, device) = (storage.dtype(), storage.device());
         Tensor(Arc::new(TensorInner {
             id: TensorId::next(),
-            storage: Arc::new(RwLock::new(storage)),
+            storage: Arc::new(SharedStorage {
+                data: RwLock::new(storage),
+                derived: Derived::default(),
+            }),
             layout: Layout::contiguous(shape),
             dtype,
             device,
@@ -126,11 +135,20 @@ impl Tensor {
     }
 
     pub(crate) fn storage(&self) -> RwLockReadGuard<'_, Storage> {
-        self.0.storage.read().unwrap_or_else(|e| e.into_inner())
+        self.0.storage.data.read().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The storage for writing; what backends derived from it is dropped first (under the lock).
     pub(crate) fn storage_mut(&self) -> RwLockWriteGuard<'_, Storage> {
-        self.0.storage.write().unwrap_or_else(|e| e.into_inner())
+        let guard = self.0.storage.data.write().unwrap_or_else(|e| e.into_inner());
+        self.0.storage.derived.clear();
+        guard
+    }
+
+    /// Where a backend may keep a prepared form of this tensor's storage, given only while the
+    /// tensor is a constant operand: no gradient can flow to it now.
+    pub(crate) fn constant_derived(&self) -> Option<&Derived> {
+        (!autograd::is_grad_enabled() || !self.requires_grad()).then_some(&self.0.storage.derived)
     }
 
     pub(crate) fn same_storage(&self, other: &Tensor) -> bool {

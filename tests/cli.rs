@@ -498,6 +498,16 @@ fn an_unknown_bf16_kernel_cap_is_refused() {
     assert_clean_failure(&out, "VLK_CPU_BF16");
 }
 
+#[test]
+fn a_malformed_weight_cache_budget_is_refused() {
+    let out = Command::new(env!("CARGO_BIN_EXE_vlk"))
+        .args(["bench", "--suite", "quick", "--list"])
+        .env("VLK_CPU_WEIGHT_CACHE_MB", "2G")
+        .output()
+        .expect("run vlk");
+    assert_clean_failure(&out, "VLK_CPU_WEIGHT_CACHE_MB");
+}
+
 /// `vlk bench --suite quick` with more arguments.
 fn bench_quick(args: &[&str]) -> Output {
     vlk(&[&["bench", "--suite", "quick"], args].concat())

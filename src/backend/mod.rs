@@ -11,6 +11,8 @@ pub mod gpu;
 
 use crate::{DType, Device, Error, Layout, Result};
 use std::any::Any;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 pub use cpu::CpuStorage;
 
@@ -215,6 +217,49 @@ pub struct DenoiseParams {
     pub c_noise: f64,
 }
 
+/// What backends derived from one storage to reuse while it stays unchanged: the CPU GEMM keeps a
+/// constant weight's packed panels here. It lives beside the storage, so it is dropped with it,
+/// and the tensor layer clears it whenever it opens the storage for writing.
+#[derive(Default)]
+pub struct Derived {
+    uses: AtomicUsize,
+    forms: Mutex<Vec<Arc<dyn Any + Send + Sync>>>,
+}
+
+impl Derived {
+    /// Counts one more use of the storage as a constant operand; returns the count so far.
+    pub fn note_use(&self) -> usize {
+        self.uses.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// The kept form of type T that `matches`, else the one `build` makes (kept when Some). The
+    /// lock is not held while building (a build may run parallel loops, whose work stealing could
+    /// re-enter here); where two threads build at once, the first one kept wins.
+    pub fn get_or_build<T: Any + Send + Sync>(&self, matches: impl Fn(&T) -> bool, build: impl FnOnce() -> Option<T>) -> Option<Arc<T>> {
+        let find = |forms: &[Arc<dyn Any + Send + Sync>]| forms.iter().filter_map(|f| f.clone().downcast::<T>().ok()).find(|f| matches(f));
+        if let Some(found) = find(&self.forms()) {
+            return Some(found);
+        }
+        let built = Arc::new(build()?);
+        let mut forms = self.forms();
+        if let Some(found) = find(&forms) {
+            return Some(found);
+        }
+        forms.push(built.clone());
+        Some(built)
+    }
+
+    fn forms(&self) -> std::sync::MutexGuard<'_, Vec<Arc<dyn Any + Send + Sync>>> {
+        self.forms.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Forgets every form and the use count (the storage is about to change).
+    pub fn clear(&self) {
+        self.forms().clear();
+        self.uses.store(0, Ordering::Relaxed);
+    }
+}
+
 /// A creator of storages on one device.
 pub trait Backend: Send + Sync {
     fn device(&self) -> Device;
@@ -263,8 +308,9 @@ pub trait BackendStorage: Send + Sync + std::fmt::Debug {
     fn reduce(&self, layout: &Layout, op: ReduceOp, axis: usize) -> Result<Storage>;
 
     /// [batch.., m, k] x [batch.., k, n] with identical batch dims (broadcast done by the caller,
-    /// so batch strides may be 0). Any strides.
-    fn matmul(&self, layout: &Layout, rhs: &dyn BackendStorage, rhs_layout: &Layout) -> Result<Storage>;
+    /// so batch strides may be 0). Any strides. `rhs_derived` is given when rhs is constant for
+    /// now (no gradient flows to it), so a backend may keep a prepared form of it there.
+    fn matmul(&self, layout: &Layout, rhs: &dyn BackendStorage, rhs_layout: &Layout, rhs_derived: Option<&Derived>) -> Result<Storage>;
     /// `matmul` plus `bias`, whose layout is already broadcast to the output's shape. The default
     /// runs the two ops; a backend whose GEMM can start its sums from the bias overrides it.
     fn matmul_bias(
@@ -272,10 +318,11 @@ pub trait BackendStorage: Send + Sync + std::fmt::Debug {
         layout: &Layout,
         rhs: &dyn BackendStorage,
         rhs_layout: &Layout,
+        rhs_derived: Option<&Derived>,
         bias: &dyn BackendStorage,
         bias_layout: &Layout,
     ) -> Result<Storage> {
-        add_bias(&*self.matmul(layout, rhs, rhs_layout)?, bias, bias_layout)
+        add_bias(&*self.matmul(layout, rhs, rhs_layout, rhs_derived)?, bias, bias_layout)
     }
 
     /// Softmax (or log-softmax) over the last dim.

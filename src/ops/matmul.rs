@@ -34,13 +34,14 @@ impl Tensor {
         let lb = rhs.broadcast_layout(&[batch.as_slice(), &[k, n]].concat())?;
         let out_shape = [batch.as_slice(), &[m, n]].concat();
         let storage = match bias {
-            None => self.storage().matmul(&la, &**rhs.storage(), &lb)?,
+            None => self.storage().matmul(&la, &**rhs.storage(), &lb, rhs.constant_derived())?,
             Some(bias) => {
                 if bias.dims() != [n] {
                     return Err(Error::shape(op, format!("bias {:?} for a product of {n} columns", bias.dims())));
                 }
                 let lbias = bias.broadcast_layout(&out_shape)?;
-                self.storage().matmul_bias(&la, &**rhs.storage(), &lb, &**bias.storage(), &lbias)?
+                self.storage()
+                    .matmul_bias(&la, &**rhs.storage(), &lb, rhs.constant_derived(), &**bias.storage(), &lbias)?
             }
         };
         let out = Tensor::from_storage(storage, &out_shape);

@@ -16,7 +16,9 @@
 //! block and C moves once per K slice.
 
 use super::float::{accumulator, float_data, Float, FloatData, FloatOut};
+use super::packed_weights::{self, PackedB};
 use super::{gemm_bf16, CpuStorage};
+use crate::backend::Derived;
 use crate::{Error, Layout, Result};
 use half::bf16;
 use rayon::prelude::*;
@@ -36,6 +38,13 @@ pub struct MatRef<'a, T> {
     pub offset: usize,
     pub rs: usize,
     pub cs: usize,
+}
+
+impl<T> MatRef<'_, T> {
+    /// Offset, row stride and column stride.
+    pub(super) fn place(&self) -> [usize; 3] {
+        [self.offset, self.rs, self.cs]
+    }
 }
 
 /// A register-tiled kernel: C[mr x nr] (row stride ldc) += packed A panel x packed B panel, both
@@ -66,6 +75,9 @@ pub(super) trait Operands<P>: Sync {
     fn pack_a(&self, mr: usize, rows: Range<usize>, ks: Range<usize>, out: &mut [P]);
     /// Columns `cols` of B over `ks` into panels of `nr` columns: out[panel][p][col].
     fn pack_b(&self, nr: usize, cols: Range<usize>, ks: Range<usize>, out: &mut [P]);
+    /// Where B lies in its storage (offset, row and column stride), which with the kernel and
+    /// the sizes identifies its packed panels.
+    fn b_place(&self) -> [usize; 3];
 }
 
 /// Strided f32/f64 operands, packed element by element.
@@ -81,6 +93,9 @@ impl<T: Float> Operands<T> for FloatOperands<'_, T> {
     }
     fn pack_b(&self, nr: usize, cols: Range<usize>, ks: Range<usize>, out: &mut [T]) {
         pack(self.b, self.b.cs, self.b.rs, nr, cols, ks, out)
+    }
+    fn b_place(&self) -> [usize; 3] {
+        self.b.place()
     }
 }
 
@@ -421,10 +436,12 @@ pub fn workspace<T: bytemuck::Pod>(buf: &mut Vec<u64>, len: usize) -> &mut [T] {
 
 /// For each batch b: C_b (row-major m x n, contiguous after one another) += A_b B_b, with A_b
 /// (m x k) and B_b (k x n) strided. `c` holds batch * m * n elements, zeroed by the caller.
-/// Products big enough to pay for it are split across threads.
-pub fn gemm_batched<T: Float>(m: usize, n: usize, k: usize, a: &[MatRef<T>], b: &[MatRef<T>], c: &mut [T]) {
+/// Products big enough to pay for it are split across threads. `b_derived` is B's storage's
+/// slot when B is constant: its packed panels are kept there (packed_weights.rs).
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_batched<T: Float>(m: usize, n: usize, k: usize, a: &[MatRef<T>], b: &[MatRef<T>], c: &mut [T], b_derived: Option<&Derived>) {
     let operands: Vec<FloatOperands<T>> = a.iter().zip(b).map(|(a, b)| FloatOperands { a, b }).collect();
-    gemm_batched_with(m, n, k, &operands, &micro_kernel::<T>(n), c)
+    gemm_batched_with(m, n, k, &operands, &micro_kernel::<T>(n), c, b_derived)
 }
 
 /// `gemm_batched` for any packing: one product per entry of `operands`, C_b after one another.
@@ -435,13 +452,16 @@ pub(super) fn gemm_batched_with<P: bytemuck::Pod + Send + Sync, C: Float, O: Ope
     operands: &[O],
     uk: &MicroKernel<P, C>,
     c: &mut [C],
+    b_derived: Option<&Derived>,
 ) {
     let parallel = m * n * k * operands.len() >= (1 << 17);
+    let kept = packed_weights::wanted(b_derived);
     let cptr = SendPtr(c.as_mut_ptr());
     for (bi, ops) in operands.iter().enumerate() {
+        let packed_b = kept.and_then(|d| packed_weights::get_or_pack(d, ops, ops.b_place(), uk, k, n));
         // SAFETY: c holds batch * m * n elements, so C_b (m rows of n) lies inside it.
         let c_b = SendPtr(unsafe { cptr.get().add(bi * m * n) });
-        gemm_blocked(m, n, k, ops, uk, c_b, n, parallel);
+        gemm_blocked(m, n, k, ops, uk, c_b, n, parallel, packed_b.as_deref());
     }
 }
 
@@ -455,7 +475,7 @@ pub fn gemm_serial<T: Float>(m: usize, n: usize, k: usize, a: &MatRef<T>, b: &Ma
     assert!(ldc >= n && c.len() >= (m - 1) * ldc + n, "gemm_serial: C is too small");
     let cptr = SendPtr(c.as_mut_ptr());
     let uk = micro_kernel::<T>(n);
-    gemm_blocked(m, n, k, &FloatOperands { a, b }, &uk, cptr, ldc, false);
+    gemm_blocked(m, n, k, &FloatOperands { a, b }, &uk, cptr, ldc, false, None);
 }
 
 /// Runs `f` with this thread's packed-B buffer. A thread that waits inside rayon may be handed
@@ -476,6 +496,7 @@ fn with_packed_b(f: impl FnOnce(&mut Vec<u64>)) {
 /// Shares never wait for one another: one fork-join per product rather than two per block (B
 /// packed by all threads, then a barrier), which cost 10% of a 2-thread GEMM. A column share
 /// packs only its own B; A is packed per column block either way (`split_work` weighs it).
+/// With `packed_b` (all of B packed already) the shares read their B blocks from it instead.
 #[allow(clippy::too_many_arguments)]
 fn gemm_blocked<P: bytemuck::Pod + Send + Sync, C: Float, O: Operands<P>>(
     m: usize,
@@ -486,6 +507,7 @@ fn gemm_blocked<P: bytemuck::Pod + Send + Sync, C: Float, O: Operands<P>>(
     c: SendPtr<C>,
     ldc: usize,
     parallel: bool,
+    packed_b: Option<&PackedB>,
 ) {
     let threads = if parallel { rayon::current_num_threads() } else { 1 };
     let panels = n.div_ceil(uk.nr);
@@ -495,14 +517,22 @@ fn gemm_blocked<P: bytemuck::Pod + Send + Sync, C: Float, O: Operands<P>>(
         let block_panels = column_block(prange.len(), uk.nr, column_bytes);
         for jc in share_cols.clone().step_by(block_panels * uk.nr) {
             let cols = jc..(jc + block_panels * uk.nr).min(share_cols.end);
-            for pc in (0..k).step_by(ops.k_slice()) {
+            for (slice, pc) in (0..k).step_by(ops.k_slice()).enumerate() {
                 let ks = pc..(pc + ops.k_slice()).min(k);
                 let depth = ops.depth(ks.len());
-                let pb = workspace::<P>(packed, cols.len().div_ceil(uk.nr) * uk.nr * depth);
-                for (p, dst) in pb.chunks_mut(uk.nr * depth).enumerate() {
-                    let c0 = cols.start + p * uk.nr;
-                    ops.pack_b(uk.nr, c0..(c0 + uk.nr).min(cols.end), ks.clone(), dst);
-                }
+                let block_len = cols.len().div_ceil(uk.nr) * uk.nr * depth;
+                let pb: &[P] = match packed_b {
+                    // Share and block bounds are whole panels, so cols.start is one.
+                    Some(kept) => kept.block(slice, cols.start / uk.nr, uk.nr * depth, block_len),
+                    None => {
+                        let pb = workspace::<P>(packed, block_len);
+                        for (p, dst) in pb.chunks_mut(uk.nr * depth).enumerate() {
+                            let c0 = cols.start + p * uk.nr;
+                            ops.pack_b(uk.nr, c0..(c0 + uk.nr).min(cols.end), ks.clone(), dst);
+                        }
+                        pb
+                    }
+                };
                 PACK_A.with(|buf| {
                     let mut buf = buf.borrow_mut();
                     for r0 in rows.clone().step_by(MC) {
@@ -600,20 +630,26 @@ fn batch_mats<'a, T>(data: &'a [T], layout: &Layout) -> Vec<MatRef<'a, T>> {
         .collect()
 }
 
+/// The product's B: its storage, layout and, when B is constant, its storage's `Derived` slot.
+pub type RhsOperand<'a> = (&'a CpuStorage, &'a Layout, Option<&'a Derived>);
+
+/// The signature of gemm_batched and the bf16 kernels' counterpart.
+type BatchedGemm<'a, T, C> = dyn Fn(usize, usize, usize, &[MatRef<'a, T>], &[MatRef<'a, T>], &mut [C], Option<&Derived>) + 'a;
+
 /// C = A B + C0 for every batch matrix, C0 = `c` on entry (batch * m * n elements: zeros, or a
 /// bias repeated per row), through `gemm` (gemm_batched, or the bf16 kernels).
 fn batched_product<'a, T, C>(
     a: &'a [T],
     la: &Layout,
-    b: &'a [T],
-    lb: &Layout,
+    b: (&'a [T], &Layout, Option<&Derived>),
     mut c: Vec<C>,
-    gemm: impl FnOnce(usize, usize, usize, &[MatRef<'a, T>], &[MatRef<'a, T>], &mut [C]),
+    gemm: &BatchedGemm<'a, T, C>,
 ) -> Vec<C> {
+    let (b, lb, b_derived) = b;
     let rank = la.rank();
     let (m, k, n) = (la.shape()[rank - 2], la.shape()[rank - 1], lb.shape()[rank - 1]);
     if k > 0 {
-        gemm(m, n, k, &batch_mats(a, la), &batch_mats(b, lb), &mut c);
+        gemm(m, n, k, &batch_mats(a, la), &batch_mats(b, lb), &mut c, b_derived);
     }
     c
 }
@@ -624,13 +660,14 @@ fn product_len(la: &Layout, lb: &Layout) -> usize {
 }
 
 /// bf16 x bf16 with f32 sums on the fastest bf16 micro-kernel; None where the CPU has none.
-fn matmul_bf16(a: &[bf16], la: &Layout, b: &[bf16], lb: &Layout) -> Option<Vec<f32>> {
+fn matmul_bf16(a: &[bf16], la: &Layout, b: (&[bf16], &Layout, Option<&Derived>)) -> Option<Vec<f32>> {
     let kernel = gemm_bf16::Bf16Kernel::best()?;
-    let gemm = |m, n, k, a: &[_], b: &[_], c: &mut [f32]| gemm_bf16::gemm_batched_bf16(kernel, m, n, k, a, b, c);
-    Some(batched_product(a, la, b, lb, accumulator(product_len(la, lb)), gemm))
+    let gemm =
+        move |m, n, k, a: &[_], b: &[_], c: &mut [f32], d: Option<&Derived>| gemm_bf16::gemm_batched_bf16(kernel, m, n, k, a, b, c, d);
+    Some(batched_product(a, la, b, accumulator(product_len(la, b.1)), &gemm))
 }
 
-pub fn matmul(a: &CpuStorage, la: &Layout, b: &CpuStorage, lb: &Layout) -> Result<CpuStorage> {
+pub fn matmul(a: &CpuStorage, la: &Layout, (b, lb, b_derived): RhsOperand) -> Result<CpuStorage> {
     let rank = la.rank();
     if rank < 2 || lb.rank() != rank || la.shape()[..rank - 2] != lb.shape()[..rank - 2] || la.shape()[rank - 1] != lb.shape()[rank - 2] {
         return Err(Error::shape("matmul", format!("{:?} x {:?}", la.shape(), lb.shape())));
@@ -639,15 +676,19 @@ pub fn matmul(a: &CpuStorage, la: &Layout, b: &CpuStorage, lb: &Layout) -> Resul
         return Err(Error::dtype("matmul", format!("{} x {}", a.dtype(), b.dtype())));
     }
     if let (CpuStorage::BF16(x), CpuStorage::BF16(y)) = (a, b) {
-        if let Some(c) = matmul_bf16(x, la, y, lb) {
+        if let Some(c) = matmul_bf16(x, la, (y, lb, b_derived)) {
             return Ok(FloatOut::F32(c).into_storage(a.dtype()));
         }
     }
     let whole = |s: &CpuStorage| Layout::contiguous(&[s.len()]);
     let len = product_len(la, lb);
     let out = match (float_data(a, &whole(a), "matmul")?, float_data(b, &whole(b), "matmul")?) {
-        (FloatData::F32(x), FloatData::F32(y)) => FloatOut::F32(batched_product(&x, la, &y, lb, accumulator(len), gemm_batched)),
-        (FloatData::F64(x), FloatData::F64(y)) => FloatOut::F64(batched_product(&x, la, &y, lb, accumulator(len), gemm_batched)),
+        (FloatData::F32(x), FloatData::F32(y)) => {
+            FloatOut::F32(batched_product(&x, la, (&y, lb, b_derived), accumulator(len), &gemm_batched))
+        }
+        (FloatData::F64(x), FloatData::F64(y)) => {
+            FloatOut::F64(batched_product(&x, la, (&y, lb, b_derived), accumulator(len), &gemm_batched))
+        }
         _ => return Err(Error::dtype("matmul", "mixed operand types")),
     };
     Ok(out.into_storage(a.dtype()))
@@ -659,8 +700,7 @@ pub fn matmul(a: &CpuStorage, la: &Layout, b: &CpuStorage, lb: &Layout) -> Resul
 pub fn matmul_bias(
     a: &CpuStorage,
     la: &Layout,
-    b: &CpuStorage,
-    lb: &Layout,
+    (b, lb, b_derived): RhsOperand,
     bias: &CpuStorage,
     lbias: &Layout,
 ) -> Result<Option<CpuStorage>> {
@@ -672,11 +712,11 @@ pub fn matmul_bias(
     let out = match (a, b, bias) {
         (CpuStorage::F32(x), CpuStorage::F32(y), CpuStorage::F32(z)) if bias_row => {
             let init = repeat_row(&z[start..start + n], product_len(la, lb));
-            FloatOut::F32(batched_product(x, la, y, lb, init, gemm_batched))
+            FloatOut::F32(batched_product(x, la, (y, lb, b_derived), init, &gemm_batched))
         }
         (CpuStorage::F64(x), CpuStorage::F64(y), CpuStorage::F64(z)) if bias_row => {
             let init = repeat_row(&z[start..start + n], product_len(la, lb));
-            FloatOut::F64(batched_product(x, la, y, lb, init, gemm_batched))
+            FloatOut::F64(batched_product(x, la, (y, lb, b_derived), init, &gemm_batched))
         }
         _ => return Ok(None),
     };

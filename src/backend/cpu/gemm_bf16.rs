@@ -16,6 +16,7 @@
 //! (both instructions flush bf16 subnormal inputs to zero).
 
 use super::gemm::{copy_run, gemm_batched_with, MatRef, MicroKernel, Operands};
+use crate::backend::Derived;
 use crate::{Error, Result};
 use half::bf16;
 use std::ops::Range;
@@ -121,6 +122,9 @@ impl Operands<u32> for Bf16Operands<'_> {
     fn pack_b(&self, nr: usize, cols: Range<usize>, ks: Range<usize>, out: &mut [u32]) {
         let depth = self.depth(ks.len());
         pack_pairs(self.b, self.b.cs, self.b.rs, nr, cols, ks, depth, out)
+    }
+    fn b_place(&self) -> [usize; 3] {
+        self.b.place()
     }
 }
 
@@ -444,9 +448,19 @@ pub fn peak_probe(kernel: Bf16Kernel, iterations: u64) -> f64 {
 
 /// For each batch b: C_b (f32, contiguous after one another, zeroed by the caller) += A_b B_b in
 /// bf16 with f32 sums, on `kernel`.
-pub fn gemm_batched_bf16(kernel: Bf16Kernel, m: usize, n: usize, k: usize, a: &[MatRef<bf16>], b: &[MatRef<bf16>], c: &mut [f32]) {
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_batched_bf16(
+    kernel: Bf16Kernel,
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[MatRef<bf16>],
+    b: &[MatRef<bf16>],
+    c: &mut [f32],
+    b_derived: Option<&Derived>,
+) {
     let operands: Vec<Bf16Operands> = a.iter().zip(b).map(|(a, b)| Bf16Operands { a, b, kernel }).collect();
-    gemm_batched_with(m, n, k, &operands, &kernel.micro_kernel(), c);
+    gemm_batched_with(m, n, k, &operands, &kernel.micro_kernel(), c, b_derived);
 }
 
 #[cfg(test)]
@@ -503,7 +517,7 @@ mod tests {
                     let at = |i: usize, p: usize| a[i * ma.rs + p * ma.cs].to_f64();
                     let bt = |p: usize, j: usize| b[p * mb.rs + j * mb.cs].to_f64();
                     let mut c = vec![0f32; m * n];
-                    gemm_batched_bf16(kernel, m, n, k, &[ma], &[mb], &mut c);
+                    gemm_batched_bf16(kernel, m, n, k, &[ma], &[mb], &mut c, None);
                     for i in 0..m {
                         for j in 0..n {
                             let want: f64 = (0..k).map(|p| at(i, p) * bt(p, j)).sum();

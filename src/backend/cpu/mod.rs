@@ -12,11 +12,12 @@ pub mod gemm;
 pub mod gemm_bf16;
 mod index;
 mod layernorm;
+pub mod packed_weights;
 mod reduce;
 mod softmax;
 mod vmath;
 
-use super::{AdamWStep, AttentionParams, Backend, BackendStorage, BinaryOp, CmpOp, DenoiseParams, ReduceOp, Storage, UnaryOp};
+use super::{AdamWStep, AttentionParams, Backend, BackendStorage, BinaryOp, CmpOp, DenoiseParams, Derived, ReduceOp, Storage, UnaryOp};
 use crate::{DType, Device, Error, Layout, Result, WithDType};
 use half::{bf16, f16};
 use std::any::Any;
@@ -251,28 +252,22 @@ impl BackendStorage for CpuStorage {
     fn reduce(&self, layout: &Layout, op: ReduceOp, axis: usize) -> Result<Storage> {
         reduce::reduce(self, layout, op, axis).map(boxed)
     }
-    fn matmul(&self, layout: &Layout, rhs: &dyn BackendStorage, rhs_layout: &Layout) -> Result<Storage> {
-        gemm::matmul(self, layout, cpu(rhs, "matmul")?, rhs_layout).map(boxed)
+    fn matmul(&self, layout: &Layout, rhs: &dyn BackendStorage, rhs_layout: &Layout, rhs_derived: Option<&Derived>) -> Result<Storage> {
+        gemm::matmul(self, layout, (cpu(rhs, "matmul")?, rhs_layout, rhs_derived)).map(boxed)
     }
     fn matmul_bias(
         &self,
         layout: &Layout,
         rhs: &dyn BackendStorage,
         rhs_layout: &Layout,
+        rhs_derived: Option<&Derived>,
         bias: &dyn BackendStorage,
         bias_layout: &Layout,
     ) -> Result<Storage> {
-        let fused = gemm::matmul_bias(
-            self,
-            layout,
-            cpu(rhs, "matmul_bias")?,
-            rhs_layout,
-            cpu(bias, "matmul_bias")?,
-            bias_layout,
-        )?;
-        match fused {
+        let b = (cpu(rhs, "matmul_bias")?, rhs_layout, rhs_derived);
+        match gemm::matmul_bias(self, layout, b, cpu(bias, "matmul_bias")?, bias_layout)? {
             Some(out) => Ok(boxed(out)),
-            None => super::add_bias(&*self.matmul(layout, rhs, rhs_layout)?, bias, bias_layout),
+            None => super::add_bias(&*self.matmul(layout, rhs, rhs_layout, rhs_derived)?, bias, bias_layout),
         }
     }
     fn softmax(&self, layout: &Layout, log: bool) -> Result<Storage> {

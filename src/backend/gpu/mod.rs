@@ -17,7 +17,9 @@ mod reduce;
 pub mod runtime;
 mod softmax;
 
-use super::{AdamWStep, AttentionParams, Backend, BackendStorage, BinaryOp, CmpOp, CpuStorage, DenoiseParams, ReduceOp, Storage, UnaryOp};
+use super::{
+    AdamWStep, AttentionParams, Backend, BackendStorage, BinaryOp, CmpOp, CpuStorage, DenoiseParams, Derived, ReduceOp, Storage, UnaryOp,
+};
 use crate::{DType, Device, Error, Layout, Result};
 use runtime::{Args, DeviceBuffer, DevicePtr, LaunchConfig, Runtime};
 use std::any::Any;
@@ -244,7 +246,7 @@ impl BackendStorage for GpuStorage {
     fn reduce(&self, layout: &Layout, op: ReduceOp, axis: usize) -> Result<Storage> {
         self.reduce_gpu(layout, op, axis).map(boxed)
     }
-    fn matmul(&self, layout: &Layout, rhs: &dyn BackendStorage, rhs_layout: &Layout) -> Result<Storage> {
+    fn matmul(&self, layout: &Layout, rhs: &dyn BackendStorage, rhs_layout: &Layout, _rhs_derived: Option<&Derived>) -> Result<Storage> {
         self.matmul_gpu(layout, gpu(rhs, "matmul")?, rhs_layout).map(boxed)
     }
     fn softmax(&self, layout: &Layout, log: bool) -> Result<Storage> {

@@ -4,6 +4,7 @@
 
 use crate::cli::clip_train::small_clip;
 use serde_json::{json, Value};
+use vlk::backend::cpu::packed_weights::without_kept_panels;
 use vlk::data::shapes::{Shapes, ShapesConfig, Split};
 use vlk::data::tokenizer::ClipTokenizer;
 use vlk::models::{Clip, ClipConfig};
@@ -464,7 +465,9 @@ impl Kernel {
         Ok(match self {
             Kernel::Gemm { m, n, k } => {
                 let (a, b) = (randn(&[m, k])?, randn(&[k, n])?);
-                Box::new(move || vlk::no_grad(|| a.matmul(&b)).map(drop))
+                // Without kept panels: the row times a product of operands new to the GEMM, as
+                // PyTorch's does (the ViT rows show what keeping a weight's panels saves).
+                Box::new(move || without_kept_panels(|| vlk::no_grad(|| a.matmul(&b))).map(drop))
             }
             Kernel::Attention {
                 b,
