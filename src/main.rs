@@ -45,6 +45,7 @@ fn main() {
     let env_checks = [
         vlk::backend::cpu::gemm_bf16::Bf16Kernel::env_cap().map(drop),
         vlk::backend::cpu::packed_weights::env_budget_mb().map(drop),
+        vlk::backend::cpu::threads::env_spin_us().map(drop),
     ];
     if let Some(Err(e)) = env_checks.into_iter().find(Result::is_err) {
         eprintln!("error: {e}");

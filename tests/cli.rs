@@ -508,6 +508,16 @@ fn a_malformed_weight_cache_budget_is_refused() {
     assert_clean_failure(&out, "VLK_CPU_WEIGHT_CACHE_MB");
 }
 
+#[test]
+fn a_malformed_spin_window_is_refused() {
+    let out = Command::new(env!("CARGO_BIN_EXE_vlk"))
+        .args(["bench", "--suite", "quick", "--list"])
+        .env("VLK_CPU_SPIN_US", "-1")
+        .output()
+        .expect("run vlk");
+    assert_clean_failure(&out, "VLK_CPU_SPIN_US");
+}
+
 /// `vlk bench --suite quick` with more arguments.
 fn bench_quick(args: &[&str]) -> Output {
     vlk(&[&["bench", "--suite", "quick"], args].concat())

@@ -15,6 +15,7 @@ mod layernorm;
 pub mod packed_weights;
 mod reduce;
 mod softmax;
+pub mod threads;
 mod vmath;
 
 use super::{AdamWStep, AttentionParams, Backend, BackendStorage, BinaryOp, CmpOp, DenoiseParams, Derived, ReduceOp, Storage, UnaryOp};
@@ -192,7 +193,10 @@ fn cpu<'a>(s: &'a dyn BackendStorage, op: &'static str) -> Result<&'a CpuStorage
     super::expect_storage::<CpuStorage>(s, op)
 }
 
+/// An op's result as a backend storage; every CPU op's output passes here, so it is also where
+/// ops are counted for keeping the thread pool awake (threads.rs).
 fn boxed(s: CpuStorage) -> Storage {
+    threads::op_finished();
     Box::new(s)
 }
 
@@ -409,6 +413,8 @@ impl BackendStorage for CpuStorage {
         let grad = cpu(grad, op)?;
         let m = super::expect_storage_mut::<CpuStorage>(m, op)?;
         let v = super::expect_storage_mut::<CpuStorage>(v, op)?;
-        adamw::step(self, grad, grad_layout, m, v, step)
+        let done = adamw::step(self, grad, grad_layout, m, v, step);
+        threads::op_finished();
+        done
     }
 }
