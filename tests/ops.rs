@@ -271,6 +271,50 @@ fn long_row_reductions_match_a_plain_fold() {
     }
 }
 
+/// Sums, maxima and minima over a leading or middle axis: narrow ones whose rows split across
+/// threads (a bias gradient, [1088, 128] over rows), wide ones split by column chunks, a single
+/// row, and a middle axis with several outer blocks, for f32 and f64, against f64 folds.
+#[test]
+fn leading_and_middle_axis_reductions_match_a_plain_fold() {
+    let mut rng = Rng::new(12);
+    for (shape, axis) in [
+        (vec![1088, 128], 0),
+        (vec![40_000, 3], 0),
+        (vec![1, 77], 0),
+        (vec![700, 1030], 0),
+        (vec![3, 5000, 7], 1),
+        (vec![2, 1, 9], 1),
+    ] {
+        for dtype in [DType::F32, DType::F64] {
+            let x = randn(&mut rng, &shape, dtype);
+            let v = x.to_f64_vec().unwrap();
+            let (outer, n, inner) = (
+                shape[..axis].iter().product::<usize>(),
+                shape[axis],
+                shape[axis + 1..].iter().product::<usize>(),
+            );
+            let at = |o: usize, r: usize, c: usize| v[(o * n + r) * inner + c];
+            let sum = x.sum(axis as isize, false).unwrap().to_f64_vec().unwrap();
+            let max = x.max(axis as isize, false).unwrap().to_f64_vec().unwrap();
+            let min = x.min(axis as isize, false).unwrap().to_f64_vec().unwrap();
+            for o in 0..outer {
+                for c in 0..inner {
+                    let column = (0..n).map(|r| at(o, r, c));
+                    let want: f64 = column.clone().sum();
+                    let tol = if dtype == DType::F32 { 1e-5 * n as f64 } else { 1e-12 * n as f64 };
+                    let got = sum[o * inner + c];
+                    assert!(
+                        (got - want).abs() <= tol,
+                        "{dtype} {shape:?} axis {axis} ({o}, {c}): sum {got} vs {want}"
+                    );
+                    assert_eq!(max[o * inner + c], column.clone().fold(f64::MIN, f64::max), "{shape:?} max");
+                    assert_eq!(min[o * inner + c], column.fold(f64::MAX, f64::min), "{shape:?} min");
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn denoise_step_matches_composed_ops() {
     let mut rng = Rng::new(4);

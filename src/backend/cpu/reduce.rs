@@ -39,26 +39,81 @@ fn reduce_impl<T: Float>(x: &[T], outer: usize, n: usize, inner: usize, op: Redu
     }
     // Reducing a middle or leading axis: the n rows of `inner` values are added into an
     // accumulator row in turn, so every pass reads memory contiguously (and vectorises) instead
-    // of striding `inner` apart per element. Work splits over (outer, column chunk).
-    let mut out = accumulator(outer * inner);
+    // of striding `inner` apart per element. Work splits over (outer, column chunk), or, where
+    // there are fewer outer blocks than threads and rows are at most PARTIAL_MAX_WIDTH wide (a
+    // bias gradient: [1088, 128] or [1088, 512] summed over rows), over parts of the rows, whose
+    // partial accumulator rows are combined at the end: each part streams whole rows.
     let chunk = COLUMN_CHUNK.min(inner);
+    let threads = rayon::current_num_threads();
+    let row_parts = if outer < threads && inner <= PARTIAL_MAX_WIDTH && n * inner >= 2 * PARTIAL_ELEMENTS {
+        threads.min(n * inner / PARTIAL_ELEMENTS)
+    } else {
+        1
+    };
+    // acc (columns `cols` of one accumulator row) combined with rows `rows` of `block`; one loop
+    // per op, so none branches on the op per element (that kept the loop scalar: 80 us for a
+    // [1088, 128] sum, now 8-13 us; [1088, 512] 296 us, now 68 with the row parts).
+    let accumulate = |acc: &mut [T], block: &[T], rows: std::ops::Range<usize>, cols: std::ops::Range<usize>| {
+        let rows = rows.map(|r| &block[r * inner + cols.start..r * inner + cols.end]);
+        vectorised(
+            #[inline(always)]
+            || match op {
+                ReduceOp::Sum => combine_rows(acc, rows, |a, v| a + v),
+                ReduceOp::Max => combine_rows(acc, rows, T::max),
+                ReduceOp::Min => combine_rows(acc, rows, T::min),
+            },
+        )
+    };
+    // Each part starts from its first row (sums could start from zero, max and min cannot).
+    let start_from_first_row = |acc: &mut [T], block: &[T], rows: std::ops::Range<usize>, cols: std::ops::Range<usize>| {
+        acc.copy_from_slice(&block[rows.start * inner + cols.start..rows.start * inner + cols.end]);
+        accumulate(acc, block, rows.start + 1..rows.end, cols);
+    };
+    let mut out = accumulator(outer * inner);
+    if n == 0 {
+        return out;
+    }
     out.par_chunks_mut(inner).enumerate().for_each(|(i, acc_row)| {
         let block = &x[i * n * inner..(i + 1) * n * inner];
+        if row_parts > 1 {
+            let partials: Vec<Vec<T>> = (0..row_parts)
+                .into_par_iter()
+                .map(|p| {
+                    let mut part = vec![T::ZERO; inner];
+                    start_from_first_row(&mut part, block, n * p / row_parts..n * (p + 1) / row_parts, 0..inner);
+                    part
+                })
+                .collect();
+            acc_row.copy_from_slice(&partials[0]);
+            for part in &partials[1..] {
+                accumulate(acc_row, part, 0..1, 0..inner);
+            }
+            return;
+        }
         acc_row.par_chunks_mut(chunk).enumerate().for_each(|(c, acc)| {
             let cols = c * chunk..c * chunk + acc.len();
-            if op != ReduceOp::Sum {
-                acc.copy_from_slice(&block[cols.clone()]);
-            }
-            for r in 0..n {
-                let row = &block[r * inner + cols.start..r * inner + cols.end];
-                for (a, &v) in acc.iter_mut().zip(row) {
-                    *a = combine(*a, v);
-                }
-            }
+            start_from_first_row(acc, block, 0..n, cols);
         });
     });
     out
 }
+
+/// acc[c] = f(acc[c], row[c]) for each row in turn.
+#[inline(always)]
+fn combine_rows<'a, T: Float>(acc: &mut [T], rows: impl Iterator<Item = &'a [T]>, f: impl Fn(T, T) -> T) {
+    for row in rows {
+        for (a, &v) in acc.iter_mut().zip(row) {
+            *a = f(*a, v);
+        }
+    }
+}
+
+/// Elements per row part when the rows of a narrow reduction split across threads.
+const PARTIAL_ELEMENTS: usize = 1 << 14;
+
+/// The widest rows split into parts (their partial rows are combined on one thread); wider
+/// ones split by column chunks only.
+const PARTIAL_MAX_WIDTH: usize = 1 << 12;
 
 /// Elements per task when a single long row is reduced in parallel.
 const LONG_ROW_CHUNK: usize = 1 << 16;
