@@ -315,6 +315,43 @@ fn leading_and_middle_axis_reductions_match_a_plain_fold() {
     }
 }
 
+/// Contiguous copies of views whose last dim stays contiguous (attention heads permuted back,
+/// column slices), large enough to be gathered in parallel shares and small, against indexing.
+#[test]
+fn gathers_of_blocked_views_match_indexing() {
+    let mut rng = Rng::new(13);
+    for (shape, perm) in [
+        (vec![64, 4, 17, 32], vec![0, 2, 1, 3]),
+        (vec![3, 5, 7, 9], vec![2, 0, 1, 3]),
+        (vec![8, 12, 50, 64], vec![0, 2, 1, 3]),
+        (vec![1, 1, 3, 5], vec![1, 0, 2, 3]),
+    ] {
+        let x = randn(&mut rng, &shape, DType::F32);
+        let v = x.to_f64_vec().unwrap();
+        let got = x.permute(&perm).unwrap().contiguous().unwrap().to_f64_vec().unwrap();
+        let out_shape: Vec<usize> = perm.iter().map(|&p| shape[p]).collect();
+        let strides: Vec<usize> = (0..4).map(|d| shape[d + 1..].iter().product()).collect();
+        let mut want = Vec::with_capacity(v.len());
+        for i0 in 0..out_shape[0] {
+            for i1 in 0..out_shape[1] {
+                for i2 in 0..out_shape[2] {
+                    for i3 in 0..out_shape[3] {
+                        let idx = [i0, i1, i2, i3];
+                        want.push(v[(0..4).map(|d| idx[d] * strides[perm[d]]).sum::<usize>()]);
+                    }
+                }
+            }
+        }
+        assert_eq!(got, want, "{shape:?} permuted {perm:?}");
+    }
+    // Column slices: runs of 100 from rows of 1000.
+    let x = randn(&mut rng, &[700, 1000], DType::F32);
+    let v = x.to_f64_vec().unwrap();
+    let got = x.narrow(1, 450, 100).unwrap().contiguous().unwrap().to_f64_vec().unwrap();
+    let want: Vec<f64> = (0..700).flat_map(|r| v[r * 1000 + 450..r * 1000 + 550].to_vec()).collect();
+    assert_eq!(got, want, "column slice");
+}
+
 #[test]
 fn denoise_step_matches_composed_ops() {
     let mut rng = Rng::new(4);

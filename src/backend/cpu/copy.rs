@@ -1,10 +1,13 @@
 //! Strided copies (making views contiguous, writing into views) and dtype casts.
 
+use super::float::filled;
 use super::{map_storage, CpuStorage};
 use crate::{DType, Error, Layout, Result};
 use half::{bf16, f16};
+use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
-fn gather_vec<T: Copy>(v: &[T], layout: &Layout) -> Vec<T> {
+fn gather_vec<T: Copy + Send + Sync>(v: &[T], layout: &Layout) -> Vec<T> {
     if let Some((start, end)) = layout.contiguous_range() {
         return v[start..end].to_vec();
     }
@@ -13,15 +16,39 @@ fn gather_vec<T: Copy>(v: &[T], layout: &Layout) -> Vec<T> {
     if block == 1 && rank >= 2 {
         return gather_tiled(v, layout);
     }
-    let mut out = Vec::with_capacity(layout.elem_count());
     if block == 1 {
-        out.extend(layout.offsets().map(|o| v[o]));
-    } else {
-        for o in outer {
-            out.extend_from_slice(&v[o..o + block]);
-        }
+        return layout.offsets().map(|o| v[o]).collect();
     }
-    out
+    gather_blocks(v, block, &outer)
+}
+
+/// Elements below which a gather stays on the calling thread.
+const PARALLEL_GATHER: usize = 1 << 15;
+
+/// The `block` elements from each of `starts` in turn (a view whose last dims are contiguous in
+/// runs of `block`, such as attention heads permuted back to [B, S, H, D]), in parallel shares
+/// of whole blocks when large: [64, 17, 4, 32] from [64, 4, 17, 32], 4352 runs of 32, took 83 us
+/// on one thread inside a training step.
+fn gather_blocks<T: Copy + Send + Sync>(v: &[T], block: usize, starts: &[usize]) -> Vec<T> {
+    let len = block * starts.len();
+    let copy = |dst: &mut [MaybeUninit<T>], first: usize| {
+        for (d, &s) in dst.chunks_mut(block).zip(&starts[first..]) {
+            let src = &v[s..s + block];
+            // SAFETY: d holds block elements (dst is whole blocks) and src is in bounds.
+            unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), d.as_mut_ptr() as *mut T, block) };
+        }
+    };
+    // SAFETY: the shares are whole blocks covering out, and each copies every block it holds.
+    unsafe {
+        filled(len, |out| {
+            if len < 2 * PARALLEL_GATHER {
+                copy(out, 0)
+            } else {
+                let share = PARALLEL_GATHER.div_ceil(block) * block;
+                out.par_chunks_mut(share).enumerate().for_each(|(i, d)| copy(d, i * share / block))
+            }
+        })
+    }
 }
 
 /// Gather of a view whose last dim is strided (a transpose, as weight gradients often are): each
