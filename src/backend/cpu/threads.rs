@@ -54,7 +54,8 @@ pub(super) fn op_finished() {
     }
     ACTIVITY.fetch_add(1, Ordering::Relaxed);
     OP_THREAD.store(rayon::current_thread_index().unwrap_or(usize::MAX), Ordering::Relaxed);
-    if !WARM.swap(true, Ordering::AcqRel) {
+    // A plain load first: most ops find the job running, and skip the locked swap.
+    if !WARM.load(Ordering::Acquire) && !WARM.swap(true, Ordering::AcqRel) {
         rayon::spawn(warm_job);
     }
 }
