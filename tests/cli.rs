@@ -488,34 +488,30 @@ fn ceilings_json_reports_positive_rates() {
     assert!(v["isa"].is_string() && v["threads"].as_u64() >= Some(1), "{v}");
 }
 
-#[test]
-fn an_unknown_bf16_kernel_cap_is_refused() {
+/// `vlk bench --suite quick --list` with environment variable `name` set to `value`, which must
+/// end in a clean failure naming the variable.
+fn assert_env_refused(name: &str, value: &str) {
     let out = Command::new(env!("CARGO_BIN_EXE_vlk"))
         .args(["bench", "--suite", "quick", "--list"])
-        .env("VLK_CPU_BF16", "amxx")
+        .env(name, value)
         .output()
         .expect("run vlk");
-    assert_clean_failure(&out, "VLK_CPU_BF16");
+    assert_clean_failure(&out, name);
+}
+
+#[test]
+fn an_unknown_bf16_kernel_cap_is_refused() {
+    assert_env_refused("VLK_CPU_BF16", "amxx");
 }
 
 #[test]
 fn a_malformed_weight_cache_budget_is_refused() {
-    let out = Command::new(env!("CARGO_BIN_EXE_vlk"))
-        .args(["bench", "--suite", "quick", "--list"])
-        .env("VLK_CPU_WEIGHT_CACHE_MB", "2G")
-        .output()
-        .expect("run vlk");
-    assert_clean_failure(&out, "VLK_CPU_WEIGHT_CACHE_MB");
+    assert_env_refused("VLK_CPU_WEIGHT_CACHE_MB", "2G");
 }
 
 #[test]
 fn a_malformed_spin_window_is_refused() {
-    let out = Command::new(env!("CARGO_BIN_EXE_vlk"))
-        .args(["bench", "--suite", "quick", "--list"])
-        .env("VLK_CPU_SPIN_US", "-1")
-        .output()
-        .expect("run vlk");
-    assert_clean_failure(&out, "VLK_CPU_SPIN_US");
+    assert_env_refused("VLK_CPU_SPIN_US", "-1");
 }
 
 /// `vlk bench --suite quick` with more arguments.

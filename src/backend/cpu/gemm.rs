@@ -458,7 +458,7 @@ pub(super) fn gemm_batched_with<P: bytemuck::Pod + Send + Sync, C: Float, O: Ope
     let kept = packed_weights::wanted(b_derived);
     let cptr = SendPtr(c.as_mut_ptr());
     for (bi, ops) in operands.iter().enumerate() {
-        let packed_b = kept.and_then(|d| packed_weights::get_or_pack(d, ops, ops.b_place(), uk, k, n));
+        let packed_b = kept.and_then(|d| packed_weights::get_or_pack(d, ops, uk, k, n));
         // SAFETY: c holds batch * m * n elements, so C_b (m rows of n) lies inside it.
         let c_b = SendPtr(unsafe { cptr.get().add(bi * m * n) });
         gemm_blocked(m, n, k, ops, uk, c_b, n, parallel, packed_b.as_deref());

@@ -189,6 +189,19 @@ impl CpuStorage {
     }
 }
 
+/// The whole number in environment variable `name`, or `default` when it is unset or empty;
+/// anything else is an error naming the variable and what it counts (`expected`).
+fn env_whole_number(name: &str, default: u64, expected: &str) -> Result<u64> {
+    match std::env::var(name) {
+        Err(_) => Ok(default),
+        Ok(v) if v.is_empty() => Ok(default),
+        Ok(v) => v
+            .trim()
+            .parse()
+            .map_err(|_| Error::msg(format!("{name}={v:?}: expected a whole number of {expected}"))),
+    }
+}
+
 fn cpu<'a>(s: &'a dyn BackendStorage, op: &'static str) -> Result<&'a CpuStorage> {
     super::expect_storage::<CpuStorage>(s, op)
 }

@@ -7,9 +7,10 @@
 //! panels together stay within `VLK_CPU_WEIGHT_CACHE_MB` (default 2048; 0 keeps none), past which
 //! products pack B per call as before.
 
+use super::env_whole_number;
 use super::gemm::{workspace, MicroKernel, Operands};
 use crate::backend::Derived;
-use crate::{Error, Result};
+use crate::Result;
 use rayon::prelude::*;
 use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -57,25 +58,20 @@ impl Drop for PackedB {
     }
 }
 
+/// The budget when `VLK_CPU_WEIGHT_CACHE_MB` is unset.
+const DEFAULT_BUDGET_MB: u64 = 2048;
+
 /// `VLK_CPU_WEIGHT_CACHE_MB`: the most MiB of packed panels to keep (default 2048, 0 for none).
 /// Anything but a whole number is an error naming the variable.
-pub fn env_budget_mb() -> Result<usize> {
-    match std::env::var("VLK_CPU_WEIGHT_CACHE_MB") {
-        Err(_) => Ok(2048),
-        Ok(v) if v.is_empty() => Ok(2048),
-        Ok(v) => v.trim().parse().map_err(|_| {
-            Error::msg(format!(
-                "VLK_CPU_WEIGHT_CACHE_MB={v:?}: expected a whole number of MiB (0 keeps no packed weights)"
-            ))
-        }),
-    }
+pub fn env_budget_mb() -> Result<u64> {
+    env_whole_number("VLK_CPU_WEIGHT_CACHE_MB", DEFAULT_BUDGET_MB, "MiB (0 keeps no packed weights)")
 }
 
 /// The budget in bytes (read once; an invalid value, which the `vlk` binary rejects at start,
 /// keeps the default here).
 fn budget() -> usize {
     static BUDGET: OnceLock<usize> = OnceLock::new();
-    *BUDGET.get_or_init(|| env_budget_mb().unwrap_or(2048) << 20)
+    *BUDGET.get_or_init(|| (env_budget_mb().unwrap_or(DEFAULT_BUDGET_MB) as usize) << 20)
 }
 
 /// Runs `f` with kept panels neither used nor made on this thread: for measuring the GEMM
@@ -104,19 +100,17 @@ pub(super) fn wanted(derived: Option<&Derived>) -> Option<&Derived> {
 
 /// The kept panels of `ops`' B for `uk`, packing and keeping them if they are not kept yet; None
 /// where they would not fit in the budget.
-pub(super) fn get_or_pack<P, C, O>(
-    derived: &Derived,
-    ops: &O,
-    b: [usize; 3],
-    uk: &MicroKernel<P, C>,
-    k: usize,
-    n: usize,
-) -> Option<Arc<PackedB>>
+pub(super) fn get_or_pack<P, C, O>(derived: &Derived, ops: &O, uk: &MicroKernel<P, C>, k: usize, n: usize) -> Option<Arc<PackedB>>
 where
     P: bytemuck::Pod + Send + Sync,
     O: Operands<P>,
 {
-    let key = PackKey { kernel: uk.name, b, k, n };
+    let key = PackKey {
+        kernel: uk.name,
+        b: ops.b_place(),
+        k,
+        n,
+    };
     derived.get_or_build(|kept: &PackedB| kept.key == key, || pack_all(key, ops, uk.nr))
 }
 

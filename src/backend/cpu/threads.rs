@@ -12,7 +12,8 @@
 //! while it waits inside a join runs that job above its wait, which would hold the wait until
 //! the job ended. There it ends at once, and the next op spawns another.
 
-use crate::{Error, Result};
+use super::env_whole_number;
+use crate::Result;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -29,15 +30,11 @@ const DEFAULT_SPIN_US: u64 = 2000;
 /// `VLK_CPU_SPIN_US`: how long the pool stays awake after a CPU op, in microseconds (default
 /// 2000, 0 for not at all). Anything but a whole number is an error naming the variable.
 pub fn env_spin_us() -> Result<u64> {
-    match std::env::var("VLK_CPU_SPIN_US") {
-        Err(_) => Ok(DEFAULT_SPIN_US),
-        Ok(v) if v.is_empty() => Ok(DEFAULT_SPIN_US),
-        Ok(v) => v.trim().parse().map_err(|_| {
-            Error::msg(format!(
-                "VLK_CPU_SPIN_US={v:?}: expected a whole number of microseconds (0 lets idle workers sleep at once)"
-            ))
-        }),
-    }
+    env_whole_number(
+        "VLK_CPU_SPIN_US",
+        DEFAULT_SPIN_US,
+        "microseconds (0 lets idle workers sleep at once)",
+    )
 }
 
 /// The idle window (read once; an invalid value, which the `vlk` binary rejects at start, keeps
