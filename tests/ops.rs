@@ -32,9 +32,9 @@ fn cfg(cases: u32) -> ProptestConfig {
     }
 }
 
-/// Wide and narrow products the proptest's sizes do not reach: n past the 1008-column block (at
-/// k >= 256) inside one thread's column share, and C too narrow for a column split (each thread
-/// takes rows).
+/// Wide, narrow and tall products the proptest's sizes do not reach: n past the 480-column block
+/// (at k >= 512) inside one thread's column share, C too narrow for a column split (each thread
+/// takes rows), and a share taller than the 2048 rows of A packed at once for a K slice.
 #[test]
 fn gemm_wide_and_narrow_shares() {
     let mut rng = Rng::new(7);
@@ -43,8 +43,10 @@ fn gemm_wide_and_narrow_shares() {
         (5, 300, 2500),
         (1, 257, 2200),
         (130, 257, 1030),
+        (130, 600, 1030),
         (700, 40, 5),
         (301, 300, 33),
+        (4200, 520, 40),
     ] {
         for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
             let a = if ta {
@@ -80,10 +82,10 @@ fn gemm_wide_and_narrow_shares() {
 proptest! {
     #![proptest_config(cfg(16))]
 
-    /// Shapes up to 300 cross the micro-tile (8 x 48 or 8 x 32 with AVX-512), the K slice (256) and the M
+    /// Shapes up to 600 cross the micro-tile (8 x 48 or 8 x 32 with AVX-512), the K slice (512) and the M
     /// block (96).
     #[test]
-    fn gemm_matches_triple_loop(m in 1usize..=140, k in 1usize..=300, n in 1usize..=140, ta in any::<bool>(), tb in any::<bool>(), seed in any::<u64>()) {
+    fn gemm_matches_triple_loop(m in 1usize..=140, k in 1usize..=600, n in 1usize..=140, ta in any::<bool>(), tb in any::<bool>(), seed in any::<u64>()) {
         let mut rng = Rng::new(seed);
         for dtype in [DType::F32, DType::F64] {
             let a = if ta { randn(&mut rng, &[k, m], dtype).t().unwrap() } else { randn(&mut rng, &[m, k], dtype) };

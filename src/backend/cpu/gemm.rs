@@ -2,18 +2,18 @@
 //! AMX or AVX512-BF16 kernels where the CPU has one, else is widened too).
 //!
 //! Blocked GEMM in the Goto/BLIS style: C's columns (or, for narrow products, its rows) are split
-//! into one equal share per thread; each share, for each column block (NC columns: as wide as
-//! keeps the packed B block within 1 MiB of L2, in blocks of equal width) and KC-deep slice of K,
-//! packs its B block into NR-column panels (zero-padded) and its A rows in MC-row blocks of
-//! MR-row panels, and runs an MR x NR register-tiled micro-kernel over every (A panel, B panel)
-//! pair, rows outside and columns inside. Packing accepts any strides, so transposed operands (as
+//! into one equal share per thread; each share, for each KC-deep slice of K, packs its A rows
+//! into MR-row panels once, then for each column block (NC columns: as wide as keeps the packed B
+//! block within 1 MiB of L2, in blocks of equal width) packs its B block into NR-column panels
+//! (zero-padded) and runs an MR x NR register-tiled micro-kernel over every (A panel, B panel)
+//! pair of each MC-row block, rows outside and columns inside. Packing accepts any strides, so transposed operands (as
 //! backward passes use) cost nothing extra. Operand packing and kernels are pluggable
 //! (`Operands`, `MicroKernel`): f32 8x48 (or 8x32 where n pads better) with AVX-512, f32 6x16
 //! with AVX2+FMA (std::arch intrinsics, picked at run time), a portable 4x8 for f64 and older
 //! CPUs, and gemm_bf16.rs's bf16 kernels.
-//! FLOPs: 2*m*n*k. With f32 at KC = 256 the A micro-panel (8 x 256 = 8 KiB) stays in L1 while the
-//! packed B block (256 x up to 1008 columns, 1 MiB) streams from L2; A is packed once per column
-//! block and C moves once per K slice.
+//! FLOPs: 2*m*n*k. With f32 at KC = 512 the A micro-panel (8 x 512 = 16 KiB) stays in L1 while
+//! the packed B block (512 x up to 480 columns, 1 MiB) streams from L2; A and B are each packed
+//! once, and C moves once per K slice (k / 512 times), from L3 when C is past L2.
 
 use super::float::{accumulator, float_data, Float, FloatData, FloatOut};
 use super::packed_weights::{self, PackedB};
@@ -25,11 +25,15 @@ use rayon::prelude::*;
 use std::cell::RefCell;
 use std::ops::Range;
 
-const KC: usize = 256;
+/// K slice: C is read and written once per slice, and past L2 (C of 4 MiB at n = 1024) that
+/// traffic cost the micro-kernel 12-14% at KC = 256 (141 against 161 GFLOP/s on one core).
+const KC: usize = 512;
 const MC: usize = 96;
 /// Bytes of one packed B block (KC deep x NC columns), kept in L2 (2 MiB per core here):
-/// f32 blocks are up to 1024 columns wide, bf16 pair blocks 512.
+/// f32 blocks are up to 512 columns wide.
 const B_BLOCK_BYTES: usize = 1 << 20;
+/// Bytes of packed A rows per K slice (see `row_group`).
+const A_GROUP_BYTES: usize = 4 << 20;
 
 /// A strided matrix operand: element (i, j) is at data[offset + i*rs + j*cs].
 #[derive(Clone, Copy)]
@@ -270,6 +274,22 @@ thread_local! {
 /// k (A row-major, B transposed) or along lines (A transposed, B row-major) are copied in runs.
 fn pack<T: Float>(m: &MatRef<T>, line_stride: usize, k_stride: usize, w: usize, lines: Range<usize>, ks: Range<usize>, out: &mut [T]) {
     let kc = ks.len();
+    if line_stride == 1 && k_stride != 1 {
+        // Lines adjacent (B row-major, A transposed): each k's run of lines is read once, in
+        // order, and dealt out to the panels. Panel by panel, the reads would stride by a whole
+        // row per k (4 KiB at n = 1024), which measured 1 ns per element.
+        let panels = lines.len().div_ceil(w);
+        for (p, k) in ks.enumerate() {
+            let row = m.offset + lines.start + k * k_stride;
+            for panel in 0..panels {
+                let valid = w.min(lines.len() - panel * w);
+                let dst = &mut out[panel * kc * w + p * w..][..w];
+                copy_run(&mut dst[..valid], &m.data[row + panel * w..row + panel * w + valid]);
+                dst[valid..].fill(T::ZERO);
+            }
+        }
+        return;
+    }
     for (panel, l0) in lines.clone().step_by(w).enumerate() {
         let dst = &mut out[panel * kc * w..(panel + 1) * kc * w];
         let valid = w.min(lines.end - l0);
@@ -285,10 +305,6 @@ fn pack<T: Float>(m: &MatRef<T>, line_stride: usize, k_stride: usize, w: usize, 
                         dst[p * w + l] = v;
                     }
                 }
-            }
-        } else if line_stride == 1 {
-            for (p, k) in ks.clone().enumerate() {
-                copy_run(&mut dst[p * w..p * w + valid], &m.data[at(0, k)..at(0, k) + valid]);
             }
         } else {
             for (p, k) in ks.clone().enumerate() {
@@ -377,7 +393,7 @@ fn transpose_pack_f32<T: Float>(
 
 /// All micro-tiles of one packed (mc x depth) x (depth x nc) block; edge tiles go through a
 /// scratch tile so the kernel always computes a full mr x nr. Rows outside, columns inside: the A
-/// micro-panel (8 x 256 f32 = 8 KiB) stays in L1 while the B block streams from L2, and C is
+/// micro-panel (8 x 512 f32 = 16 KiB) stays in L1 while the B block streams from L2, and C is
 /// walked along its rows.
 #[allow(clippy::too_many_arguments)]
 unsafe fn macro_kernel<P, C: Float>(
@@ -491,12 +507,15 @@ fn with_packed_b(f: impl FnOnce(&mut Vec<u64>)) {
 /// C (at `c`, row stride `ldc`; m x n, zeroed or accumulated into) += A B.
 ///
 /// `split_work` gives each thread one share of C's columns (or rows, where that balances better)
-/// for the whole product, and each share runs the BLIS loops on its own: for each column block
-/// and K slice it packs its B block, then its A rows MC at a time, and runs the micro-kernels.
-/// Shares never wait for one another: one fork-join per product rather than two per block (B
-/// packed by all threads, then a barrier), which cost 10% of a 2-thread GEMM. A column share
-/// packs only its own B; A is packed per column block either way (`split_work` weighs it).
-/// With `packed_b` (all of B packed already) the shares read their B blocks from it instead.
+/// for the whole product, and each share runs the BLIS loops on its own: for each group of rows
+/// (`row_group`) and K slice it packs those A rows, then for each column block its B block, and
+/// runs the micro-kernels over the rows MC at a time. Shares never wait for one another: one
+/// fork-join per product rather than two per block (B packed by all threads, then a barrier),
+/// which cost 10% of a 2-thread GEMM. A column share packs only its own B but all of A; a row
+/// share its own A rows but all of B (`split_work` weighs it). With `packed_b` (all of B packed
+/// already) the shares read their B blocks from it instead. Packing A once per K slice rather
+/// than once per column block, with KC 512, took gemm 2048^3 from 62-64 ms to 58 ms and
+/// 400x3072x768 from 7.0-7.6 to 6.7-6.9 (two alternating runs each).
 #[allow(clippy::too_many_arguments)]
 fn gemm_blocked<P: bytemuck::Pod + Send + Sync, C: Float, O: Operands<P>>(
     m: usize,
@@ -515,34 +534,39 @@ fn gemm_blocked<P: bytemuck::Pod + Send + Sync, C: Float, O: Operands<P>>(
     let share = |(rows, prange): (Range<usize>, Range<usize>), packed: &mut Vec<u64>| {
         let share_cols = prange.start * uk.nr..(prange.end * uk.nr).min(n);
         let block_panels = column_block(prange.len(), uk.nr, column_bytes);
-        for jc in share_cols.clone().step_by(block_panels * uk.nr) {
-            let cols = jc..(jc + block_panels * uk.nr).min(share_cols.end);
+        let group_rows = row_group(column_bytes);
+        for group in (rows.start..rows.end)
+            .step_by(group_rows)
+            .map(|r0| r0..(r0 + group_rows).min(rows.end))
+        {
             for (slice, pc) in (0..k).step_by(ops.k_slice()).enumerate() {
                 let ks = pc..(pc + ops.k_slice()).min(k);
                 let depth = ops.depth(ks.len());
-                let block_len = cols.len().div_ceil(uk.nr) * uk.nr * depth;
-                let pb: &[P] = match packed_b {
-                    // Share and block bounds are whole panels, so cols.start is one.
-                    Some(kept) => kept.block(slice, cols.start / uk.nr, uk.nr * depth, block_len),
-                    None => {
-                        let pb = workspace::<P>(packed, block_len);
-                        for (p, dst) in pb.chunks_mut(uk.nr * depth).enumerate() {
-                            let c0 = cols.start + p * uk.nr;
-                            ops.pack_b(uk.nr, c0..(c0 + uk.nr).min(cols.end), ks.clone(), dst);
-                        }
-                        pb
-                    }
-                };
                 PACK_A.with(|buf| {
                     let mut buf = buf.borrow_mut();
-                    for r0 in rows.clone().step_by(MC) {
-                        let block = r0..(r0 + MC).min(rows.end);
-                        let pa = workspace::<P>(&mut buf, block.len().div_ceil(uk.mr) * uk.mr * depth);
-                        ops.pack_a(uk.mr, block.clone(), ks.clone(), pa);
-                        // SAFETY: each share owns C rows `rows` x its columns.
-                        unsafe {
-                            let c_tile = c.get().add(block.start * ldc + cols.start);
-                            macro_kernel(uk, block.len(), cols.len(), depth, pa.as_ptr(), pb.as_ptr(), c_tile, ldc);
+                    let pa = workspace::<P>(&mut buf, group.len().div_ceil(uk.mr) * uk.mr * depth);
+                    ops.pack_a(uk.mr, group.clone(), ks.clone(), pa);
+                    for jc in share_cols.clone().step_by(block_panels * uk.nr) {
+                        let cols = jc..(jc + block_panels * uk.nr).min(share_cols.end);
+                        let block_len = cols.len().div_ceil(uk.nr) * uk.nr * depth;
+                        let pb: &[P] = match packed_b {
+                            // Share and block bounds are whole panels, so cols.start is one.
+                            Some(kept) => kept.block(slice, cols.start / uk.nr, uk.nr * depth, block_len),
+                            None => {
+                                let pb = workspace::<P>(packed, block_len);
+                                ops.pack_b(uk.nr, cols.clone(), ks.clone(), pb);
+                                pb
+                            }
+                        };
+                        for r0 in group.clone().step_by(MC) {
+                            let block = r0..(r0 + MC).min(group.end);
+                            // MC is a whole number of panels, so the block's panels start here.
+                            let pa_block = &pa[(r0 - group.start) * depth..];
+                            // SAFETY: each share owns C rows `rows` x its columns.
+                            unsafe {
+                                let c_tile = c.get().add(block.start * ldc + cols.start);
+                                macro_kernel(uk, block.len(), cols.len(), depth, pa_block.as_ptr(), pb.as_ptr(), c_tile, ldc);
+                            }
                         }
                     }
                 })
@@ -558,10 +582,16 @@ fn gemm_blocked<P: bytemuck::Pod + Send + Sync, C: Float, O: Operands<P>>(
     }
 }
 
+/// Rows of A packed at once for a K slice (a whole number of MC blocks): as many as keep the
+/// packed rows within A_GROUP_BYTES (`column_bytes` per packed row), so that A is packed once per
+/// K slice rather than once per column block, and B once per group (once up to 2048 f32 rows).
+fn row_group(column_bytes: usize) -> usize {
+    (A_GROUP_BYTES / column_bytes / MC).max(1) * MC
+}
+
 /// Panels per column block (NC = that times nr) for a share of `panels` panels: as few blocks as
 /// keep a packed B block within B_BLOCK_BYTES (`column_bytes` per packed column), of equal width,
-/// so A, which is repacked per block, is packed as few times as possible and no block is a thin
-/// remainder.
+/// so that no block is a thin remainder.
 fn column_block(panels: usize, nr: usize, column_bytes: usize) -> usize {
     let max_panels = (B_BLOCK_BYTES / (nr * column_bytes)).max(1);
     let blocks = panels.div_ceil(max_panels).max(1);
@@ -570,9 +600,9 @@ fn column_block(panels: usize, nr: usize, column_bytes: usize) -> usize {
 
 /// Splits an m x n C (`panels` panels of `nr` columns, k deep) into one share per thread, by
 /// panels or by rows in whole micro-tile rows (`mr`), whichever gives the busiest share the least
-/// work: its multiply-adds plus its packing, which differs between the two. A row share packs all
-/// of B and its rows of A once per column block; a column share packs its own B panels but
-/// all of A per block of its columns. Narrow products (small CLIP's n = 128) split rows, wide ones
+/// work: its multiply-adds plus its packing, which differs between the two. A row share packs its
+/// rows of A and all of B (once per group of rows); a column share packs its own B panels and all
+/// of A. Narrow products (small CLIP's n = 128) split rows, wide ones
 /// columns. With B's panels kept (`b_packed`) no share packs B, so rows win more often: ViT-B/32
 /// batch 8 forward 252 ms against 267 (A/B medians of six). Equal static shares matter on few
 /// cores: 5 row blocks over 2 threads cost 20%.
@@ -594,8 +624,8 @@ fn split_work(
     // Packing one element costs about as much time as this many flops of the micro-kernel.
     const PACK_FLOPS: usize = 16;
     let cost = |rows: usize, share_panels: usize| {
-        let blocks = share_panels.div_ceil(column_block(share_panels, nr, column_bytes));
-        let packed = rows * k * blocks + if b_packed { 0 } else { k * share_panels * nr };
+        let groups = rows.div_ceil(row_group(column_bytes));
+        let packed = rows * k + if b_packed { 0 } else { k * share_panels * nr * groups };
         2 * rows * share_panels * nr * k + PACK_FLOPS * packed
     };
     let busiest = |n: usize| n.div_ceil(threads);
