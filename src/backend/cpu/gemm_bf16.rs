@@ -75,12 +75,14 @@ impl Bf16Kernel {
                 mr: 32,
                 nr: 32,
                 run: amx::kernel_32x32,
+                edge: None,
             },
             Bf16Kernel::Avx512 => MicroKernel {
                 name: "avx512-bf16 8x32",
                 mr: 8,
                 nr: 32,
                 run: x86::kernel_8x32_bf16,
+                edge: None,
             },
         }
         #[cfg(not(target_arch = "x86_64"))]
