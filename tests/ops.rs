@@ -354,6 +354,47 @@ fn gathers_of_blocked_views_match_indexing() {
     assert_eq!(got, want, "column slice");
 }
 
+/// Contiguous copies of views whose last dim is a broadcast (a scalar, a column, a row of a
+/// matrix expanded across a middle dim and the last), large enough to be filled in parallel
+/// shares and small, against indexing.
+#[test]
+fn gathers_of_broadcast_views_match_indexing() {
+    let mut rng = Rng::new(17);
+    let scalar = randn(&mut rng, &[1, 1], DType::F32);
+    let s = scalar.to_f64_vec().unwrap()[0];
+    for shape in [[1088, 512], [3, 5], [1, 1]] {
+        let got = scalar.broadcast_as(&shape).unwrap().contiguous().unwrap().to_f64_vec().unwrap();
+        assert_eq!(got, vec![s; shape[0] * shape[1]], "scalar to {shape:?}");
+    }
+    for (rows, cols) in [(700, 300), (7, 3), (70_000, 1)] {
+        let column = randn(&mut rng, &[rows, 1], DType::F32);
+        let v = column.to_f64_vec().unwrap();
+        let got = column
+            .broadcast_as(&[rows, cols])
+            .unwrap()
+            .contiguous()
+            .unwrap()
+            .to_f64_vec()
+            .unwrap();
+        let want: Vec<f64> = v.iter().flat_map(|&x| vec![x; cols]).collect();
+        assert_eq!(got, want, "column {rows} to {cols}");
+    }
+    // [4, 1, 50, 1] -> [4, 30, 50, 70]: the rows repeat across a middle dim too.
+    let x = randn(&mut rng, &[4, 1, 50, 1], DType::F32);
+    let v = x.to_f64_vec().unwrap();
+    let got = x
+        .broadcast_as(&[4, 30, 50, 70])
+        .unwrap()
+        .contiguous()
+        .unwrap()
+        .to_f64_vec()
+        .unwrap();
+    let want: Vec<f64> = (0..4 * 30 * 50 * 70)
+        .map(|e| v[(e / (30 * 50 * 70)) * 50 + (e / 70) % 50])
+        .collect();
+    assert_eq!(got, want, "[4, 1, 50, 1] to [4, 30, 50, 70]");
+}
+
 #[test]
 fn denoise_step_matches_composed_ops() {
     let mut rng = Rng::new(4);

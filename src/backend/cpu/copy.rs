@@ -11,6 +11,9 @@ fn gather_vec<T: Copy + Send + Sync>(v: &[T], layout: &Layout) -> Vec<T> {
     if let Some((start, end)) = layout.contiguous_range() {
         return v[start..end].to_vec();
     }
+    if layout.strides().last() == Some(&0) {
+        return gather_broadcast(v, layout);
+    }
     let (outer, block) = layout.blocks();
     let rank = layout.rank();
     if block == 1 && rank >= 2 {
@@ -46,6 +49,44 @@ fn gather_blocks<T: Copy + Send + Sync>(v: &[T], block: usize, starts: &[usize])
             } else {
                 let share = PARALLEL_GATHER.div_ceil(block) * block;
                 out.par_chunks_mut(share).enumerate().for_each(|(i, d)| copy(d, i * share / block))
+            }
+        })
+    }
+}
+
+/// Gather of a view whose last dim is a broadcast (stride 0: a scalar or a column expanded, as
+/// the backward of a sum or a mean makes): each row of the output is one value repeated, filled
+/// in parallel shares when large. Element by element, [1088, 512] from a scalar took 2.9 ms.
+fn gather_broadcast<T: Copy + Send + Sync>(v: &[T], layout: &Layout) -> Vec<T> {
+    let rank = layout.rank();
+    let (shape, strides) = (layout.shape(), layout.strides());
+    let cols = shape[rank - 1];
+    let len = layout.elem_count();
+    if len == 0 {
+        return Vec::new();
+    }
+    let rows = Layout::new(shape[..rank - 1].to_vec(), strides[..rank - 1].to_vec(), layout.offset());
+    let starts: Vec<usize> = rows.offsets().collect();
+    // Elements first.. of the output, however many dst holds.
+    let fill = |dst: &mut [MaybeUninit<T>], first: usize| {
+        let mut at = first;
+        let mut rest = dst;
+        while !rest.is_empty() {
+            let take = (cols - at % cols).min(rest.len());
+            let (run, tail) = rest.split_at_mut(take);
+            run.fill(MaybeUninit::new(v[starts[at / cols]]));
+            (at, rest) = (at + take, tail);
+        }
+    };
+    // SAFETY: the shares cover out, and fill writes every element of each.
+    unsafe {
+        filled(len, |out| {
+            if len < 2 * PARALLEL_GATHER {
+                fill(out, 0)
+            } else {
+                out.par_chunks_mut(PARALLEL_GATHER)
+                    .enumerate()
+                    .for_each(|(i, d)| fill(d, i * PARALLEL_GATHER))
             }
         })
     }
