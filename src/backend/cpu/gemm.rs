@@ -17,6 +17,7 @@
 
 use super::float::{accumulator, float_data, Float, FloatData, FloatOut};
 use super::packed_weights::{self, PackedB};
+use super::vmath::vectorised;
 use super::{gemm_bf16, CpuStorage};
 use crate::backend::Derived;
 use crate::{Error, Layout, Result};
@@ -342,16 +343,16 @@ fn pack<T: Float>(m: &MatRef<T>, line_stride: usize, k_stride: usize, w: usize, 
         // Lines adjacent (B row-major, A transposed): each k's run of lines is read once, in
         // order, and dealt out to the panels. Panel by panel, the reads would stride by a whole
         // row per k (4 KiB at n = 1024), which measured 1 ns per element.
-        let panels = lines.len().div_ceil(w);
-        for (p, k) in ks.enumerate() {
-            let row = m.offset + lines.start + k * k_stride;
-            for panel in 0..panels {
-                let valid = w.min(lines.len() - panel * w);
-                let dst = &mut out[panel * kc * w + p * w..][..w];
-                copy_run(&mut dst[..valid], &m.data[row + panel * w..row + panel * w + valid]);
-                dst[valid..].fill(T::ZERO);
-            }
-        }
+        vectorised(
+            #[inline(always)]
+            || match w {
+                8 => deal_lines::<T, 8>(m, k_stride, lines, ks, out),
+                16 => deal_lines::<T, 16>(m, k_stride, lines, ks, out),
+                32 => deal_lines::<T, 32>(m, k_stride, lines, ks, out),
+                48 => deal_lines::<T, 48>(m, k_stride, lines, ks, out),
+                _ => deal_lines_any(m, k_stride, w, lines, ks, out),
+            },
+        );
         return;
     }
     for (panel, l0) in lines.clone().step_by(w).enumerate() {
@@ -376,6 +377,41 @@ fn pack<T: Float>(m: &MatRef<T>, line_stride: usize, k_stride: usize, w: usize, 
                     dst[p * w + l] = m.data[at(l, k)];
                 }
             }
+        }
+    }
+}
+
+/// The lines-adjacent case of `pack` for a panel width W known at compile time: full panels are
+/// fixed-size moves (vector moves under `vectorised`), the last, partial one is zero-padded.
+/// A run-length dispatch per (k, panel) had made packing as slow as the micro-kernel for small
+/// products such as a weight gradient [128, 1088] x [1088, 128].
+#[inline(always)]
+fn deal_lines<T: Float, const W: usize>(m: &MatRef<T>, k_stride: usize, lines: Range<usize>, ks: Range<usize>, out: &mut [T]) {
+    let (kc, full, valid) = (ks.len(), lines.len() / W, lines.len() % W);
+    for (p, k) in ks.enumerate() {
+        let row = &m.data[m.offset + lines.start + k * k_stride..][..lines.len()];
+        for panel in 0..full {
+            let src: &[T; W] = row[panel * W..][..W].try_into().unwrap();
+            let dst: &mut [T; W] = (&mut out[panel * kc * W + p * W..][..W]).try_into().unwrap();
+            *dst = *src;
+        }
+        if valid > 0 {
+            let dst = &mut out[full * kc * W + p * W..][..W];
+            dst[..valid].copy_from_slice(&row[full * W..]);
+            dst[valid..].fill(T::ZERO);
+        }
+    }
+}
+
+/// `deal_lines` for any panel width.
+fn deal_lines_any<T: Float>(m: &MatRef<T>, k_stride: usize, w: usize, lines: Range<usize>, ks: Range<usize>, out: &mut [T]) {
+    let kc = ks.len();
+    for (p, k) in ks.enumerate() {
+        let row = &m.data[m.offset + lines.start + k * k_stride..][..lines.len()];
+        for (panel, src) in row.chunks(w).enumerate() {
+            let dst = &mut out[panel * kc * w + p * w..][..w];
+            dst[..src.len()].copy_from_slice(src);
+            dst[src.len()..].fill(T::ZERO);
         }
     }
 }
