@@ -34,7 +34,8 @@ fn cfg(cases: u32) -> ProptestConfig {
 
 /// Wide, narrow and tall products the proptest's sizes do not reach: n past the 480-column block
 /// (at k >= 512) inside one thread's column share, C too narrow for a column split (each thread
-/// takes rows), and a share taller than the 2048 rows of A packed at once for a K slice.
+/// takes rows), a share taller than the 2048 rows of A packed at once for a K slice, and empty
+/// products (k = 0 must still write zeros into the uninitialised output).
 #[test]
 fn gemm_wide_and_narrow_shares() {
     let mut rng = Rng::new(7);
@@ -47,6 +48,8 @@ fn gemm_wide_and_narrow_shares() {
         (700, 40, 5),
         (301, 300, 33),
         (4200, 520, 40),
+        (5, 0, 7),
+        (0, 3, 4),
     ] {
         for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
             let a = if ta {

@@ -15,7 +15,7 @@
 //! the packed B block (512 x up to 480 columns, 1 MiB) streams from L2; A and B are each packed
 //! once, and C moves once per K slice (k / 512 times), from L3 when C is past L2.
 
-use super::float::{accumulator, float_data, Float, FloatData, FloatOut};
+use super::float::{filled, float_data, Float, FloatData, FloatOut};
 use super::packed_weights::{self, PackedB};
 use super::vmath::vectorised;
 use super::{gemm_bf16, CpuStorage};
@@ -24,6 +24,7 @@ use crate::{Error, Layout, Result};
 use half::bf16;
 use rayon::prelude::*;
 use std::cell::RefCell;
+use std::mem::MaybeUninit;
 use std::ops::Range;
 
 /// K slice: C is read and written once per slice, and past L2 (C of 4 MiB at n = 1024) that
@@ -552,34 +553,70 @@ pub fn workspace<T: bytemuck::Pod>(buf: &mut Vec<u64>, len: usize) -> &mut [T] {
     unsafe { std::slice::from_raw_parts_mut(buf.as_mut_ptr() as *mut T, len) }
 }
 
-/// For each batch b: C_b (row-major m x n, contiguous after one another) += A_b B_b, with A_b
-/// (m x k) and B_b (k x n) strided. `c` holds batch * m * n elements, zeroed by the caller.
-/// Products big enough to pay for it are split across threads. `b_derived` is B's storage's
-/// slot when B is constant: its packed panels are kept there (packed_weights.rs).
+/// What C holds when a product starts.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum CStart {
+    /// Nothing (uninitialised memory): each tile of C is zeroed just before its first K slice,
+    /// while it is in cache, rather than by a memset of all of C beforehand (one more pass over
+    /// memory, on one thread).
+    Zero,
+    /// Values the product adds to (a bias repeated per row, or earlier sums).
+    Add,
+}
+
+/// `c` viewed as possibly uninitialised elements, to pass with `CStart::Add`.
+pub fn as_uninit<T>(c: &mut [T]) -> &mut [MaybeUninit<T>] {
+    // SAFETY: MaybeUninit<T> has T's layout, and the GEMM writes only initialised values.
+    unsafe { &mut *(c as *mut [T] as *mut [MaybeUninit<T>]) }
+}
+
+/// For each batch b: C_b (row-major m x n, contiguous after one another) = A_b B_b, or += with
+/// `CStart::Add`, with A_b (m x k) and B_b (k x n) strided. `c` holds batch * m * n elements;
+/// all of them are initialised on return. Products big enough to pay for it are split across
+/// threads. `b_derived` is B's storage's slot when B is constant: its packed panels are kept
+/// there (packed_weights.rs).
 #[allow(clippy::too_many_arguments)]
-pub fn gemm_batched<T: Float>(m: usize, n: usize, k: usize, a: &[MatRef<T>], b: &[MatRef<T>], c: &mut [T], b_derived: Option<&Derived>) {
+pub fn gemm_batched<T: Float>(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[MatRef<T>],
+    b: &[MatRef<T>],
+    c: &mut [MaybeUninit<T>],
+    start: CStart,
+    b_derived: Option<&Derived>,
+) {
     let operands: Vec<FloatOperands<T>> = a.iter().zip(b).map(|(a, b)| FloatOperands { a, b }).collect();
-    gemm_batched_with(m, n, k, &operands, &micro_kernel::<T>(n), c, b_derived)
+    gemm_batched_with(m, n, k, &operands, &micro_kernel::<T>(n), c, start, b_derived)
 }
 
 /// `gemm_batched` for any packing: one product per entry of `operands`, C_b after one another.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn gemm_batched_with<P: bytemuck::Pod + Send + Sync, C: Float, O: Operands<P>>(
     m: usize,
     n: usize,
     k: usize,
     operands: &[O],
     uk: &MicroKernel<P, C>,
-    c: &mut [C],
+    c: &mut [MaybeUninit<C>],
+    start: CStart,
     b_derived: Option<&Derived>,
 ) {
+    assert!(c.len() >= operands.len() * m * n, "gemm: C is too small");
+    if k == 0 {
+        if start == CStart::Zero {
+            c.fill(MaybeUninit::new(C::ZERO));
+        }
+        return;
+    }
     let parallel = m * n * k * operands.len() >= (1 << 17);
     let kept = packed_weights::wanted(b_derived);
-    let cptr = SendPtr(c.as_mut_ptr());
+    let cptr = SendPtr(c.as_mut_ptr() as *mut C);
     for (bi, ops) in operands.iter().enumerate() {
         let packed_b = kept.and_then(|d| packed_weights::get_or_pack(d, ops, uk, k, n));
         // SAFETY: c holds batch * m * n elements, so C_b (m rows of n) lies inside it.
         let c_b = SendPtr(unsafe { cptr.get().add(bi * m * n) });
-        gemm_blocked(m, n, k, ops, uk, c_b, n, parallel, packed_b.as_deref());
+        gemm_blocked(m, n, k, ops, uk, c_b, n, parallel, packed_b.as_deref(), start);
     }
 }
 
@@ -593,7 +630,7 @@ pub fn gemm_serial<T: Float>(m: usize, n: usize, k: usize, a: &MatRef<T>, b: &Ma
     assert!(ldc >= n && c.len() >= (m - 1) * ldc + n, "gemm_serial: C is too small");
     let cptr = SendPtr(c.as_mut_ptr());
     let uk = micro_kernel::<T>(n);
-    gemm_blocked(m, n, k, &FloatOperands { a, b }, &uk, cptr, ldc, false, None);
+    gemm_blocked(m, n, k, &FloatOperands { a, b }, &uk, cptr, ldc, false, None, CStart::Add);
 }
 
 /// Runs `f` with this thread's packed-B buffer. A thread that waits inside rayon may be handed
@@ -606,7 +643,7 @@ fn with_packed_b(f: impl FnOnce(&mut Vec<u64>)) {
     })
 }
 
-/// C (at `c`, row stride `ldc`; m x n, zeroed or accumulated into) += A B.
+/// C (at `c`, row stride `ldc`; m x n) = A B, or += with `CStart::Add`.
 ///
 /// `split_work` gives each thread one share of C's columns (or rows, where that balances better)
 /// for the whole product, and each share runs the BLIS loops on its own: for each group of rows
@@ -629,6 +666,7 @@ fn gemm_blocked<P: bytemuck::Pod + Send + Sync, C: Float, O: Operands<P>>(
     ldc: usize,
     parallel: bool,
     packed_b: Option<&PackedB>,
+    start: CStart,
 ) {
     let threads = if parallel { rayon::current_num_threads() } else { 1 };
     let panels = n.div_ceil(uk.nr);
@@ -667,6 +705,11 @@ fn gemm_blocked<P: bytemuck::Pod + Send + Sync, C: Float, O: Operands<P>>(
                             // SAFETY: each share owns C rows `rows` x its columns.
                             unsafe {
                                 let c_tile = c.get().add(block.start * ldc + cols.start);
+                                if start == CStart::Zero && slice == 0 {
+                                    for i in 0..block.len() {
+                                        c_tile.add(i * ldc).write_bytes(0, cols.len());
+                                    }
+                                }
                                 macro_kernel(uk, block.len(), cols.len(), depth, pa_block.as_ptr(), pb.as_ptr(), c_tile, ldc);
                             }
                         }
@@ -770,37 +813,44 @@ fn batch_mats<'a, T>(data: &'a [T], layout: &Layout) -> Vec<MatRef<'a, T>> {
 pub type RhsOperand<'a> = (&'a CpuStorage, &'a Layout, Option<&'a Derived>);
 
 /// The signature of gemm_batched and the bf16 kernels' counterpart.
-type BatchedGemm<'a, T, C> = dyn Fn(usize, usize, usize, &[MatRef<'a, T>], &[MatRef<'a, T>], &mut [C], Option<&Derived>) + 'a;
+type BatchedGemm<'a, T, C> =
+    dyn Fn(usize, usize, usize, &[MatRef<'a, T>], &[MatRef<'a, T>], &mut [MaybeUninit<C>], CStart, Option<&Derived>) + 'a;
 
-/// C = A B + C0 for every batch matrix, C0 = `c` on entry (batch * m * n elements: zeros, or a
-/// bias repeated per row), through `gemm` (gemm_batched, or the bf16 kernels).
+/// C = A B for every batch matrix, plus `bias_rows` where given (batch * m * n elements: a bias
+/// repeated per row), through `gemm` (gemm_batched, or the bf16 kernels).
 fn batched_product<'a, T, C>(
     a: &'a [T],
     la: &Layout,
     b: (&'a [T], &Layout, Option<&Derived>),
-    mut c: Vec<C>,
+    bias_rows: Option<Vec<C>>,
     gemm: &BatchedGemm<'a, T, C>,
 ) -> Vec<C> {
     let (b, lb, b_derived) = b;
     let rank = la.rank();
     let (m, k, n) = (la.shape()[rank - 2], la.shape()[rank - 1], lb.shape()[rank - 1]);
-    if k > 0 {
-        gemm(m, n, k, &batch_mats(a, la), &batch_mats(b, lb), &mut c, b_derived);
+    let (am, bm) = (batch_mats(a, la), batch_mats(b, lb));
+    match bias_rows {
+        Some(mut c) => {
+            gemm(m, n, k, &am, &bm, as_uninit(&mut c), CStart::Add, b_derived);
+            c
+        }
+        // SAFETY: with CStart::Zero the GEMM writes all of C (batch * m * n elements).
+        None => unsafe { filled(product_len(la, lb), |c| gemm(m, n, k, &am, &bm, c, CStart::Zero, b_derived)) },
     }
-    c
 }
 
 /// Output elements of a product: batch * m * n.
 fn product_len(la: &Layout, lb: &Layout) -> usize {
-    la.elem_count() / la.shape()[la.rank() - 1] * lb.shape()[lb.rank() - 1]
+    la.shape()[..la.rank() - 1].iter().product::<usize>() * lb.shape()[lb.rank() - 1]
 }
 
 /// bf16 x bf16 with f32 sums on the fastest bf16 micro-kernel; None where the CPU has none.
 fn matmul_bf16(a: &[bf16], la: &Layout, b: (&[bf16], &Layout, Option<&Derived>)) -> Option<Vec<f32>> {
     let kernel = gemm_bf16::Bf16Kernel::best()?;
-    let gemm =
-        move |m, n, k, a: &[_], b: &[_], c: &mut [f32], d: Option<&Derived>| gemm_bf16::gemm_batched_bf16(kernel, m, n, k, a, b, c, d);
-    Some(batched_product(a, la, b, accumulator(product_len(la, b.1)), &gemm))
+    let gemm = move |m, n, k, a: &[_], b: &[_], c: &mut [_], start, d: Option<&Derived>| {
+        gemm_bf16::gemm_batched_bf16(kernel, m, n, k, a, b, c, start, d)
+    };
+    Some(batched_product(a, la, b, None, &gemm))
 }
 
 pub fn matmul(a: &CpuStorage, la: &Layout, (b, lb, b_derived): RhsOperand) -> Result<CpuStorage> {
@@ -817,14 +867,9 @@ pub fn matmul(a: &CpuStorage, la: &Layout, (b, lb, b_derived): RhsOperand) -> Re
         }
     }
     let whole = |s: &CpuStorage| Layout::contiguous(&[s.len()]);
-    let len = product_len(la, lb);
     let out = match (float_data(a, &whole(a), "matmul")?, float_data(b, &whole(b), "matmul")?) {
-        (FloatData::F32(x), FloatData::F32(y)) => {
-            FloatOut::F32(batched_product(&x, la, (&y, lb, b_derived), accumulator(len), &gemm_batched))
-        }
-        (FloatData::F64(x), FloatData::F64(y)) => {
-            FloatOut::F64(batched_product(&x, la, (&y, lb, b_derived), accumulator(len), &gemm_batched))
-        }
+        (FloatData::F32(x), FloatData::F32(y)) => FloatOut::F32(batched_product(&x, la, (&y, lb, b_derived), None, &gemm_batched)),
+        (FloatData::F64(x), FloatData::F64(y)) => FloatOut::F64(batched_product(&x, la, (&y, lb, b_derived), None, &gemm_batched)),
         _ => return Err(Error::dtype("matmul", "mixed operand types")),
     };
     Ok(out.into_storage(a.dtype()))
@@ -848,11 +893,11 @@ pub fn matmul_bias(
     let out = match (a, b, bias) {
         (CpuStorage::F32(x), CpuStorage::F32(y), CpuStorage::F32(z)) if bias_row => {
             let init = repeat_row(&z[start..start + n], product_len(la, lb));
-            FloatOut::F32(batched_product(x, la, (y, lb, b_derived), init, &gemm_batched))
+            FloatOut::F32(batched_product(x, la, (y, lb, b_derived), Some(init), &gemm_batched))
         }
         (CpuStorage::F64(x), CpuStorage::F64(y), CpuStorage::F64(z)) if bias_row => {
             let init = repeat_row(&z[start..start + n], product_len(la, lb));
-            FloatOut::F64(batched_product(x, la, (y, lb, b_derived), init, &gemm_batched))
+            FloatOut::F64(batched_product(x, la, (y, lb, b_derived), Some(init), &gemm_batched))
         }
         _ => return Ok(None),
     };

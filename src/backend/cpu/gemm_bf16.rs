@@ -15,10 +15,11 @@
 //! FLOPs 2*m*n*k on half the bytes of f32 operands; products are exact in f32 and summed in f32
 //! (both instructions flush bf16 subnormal inputs to zero).
 
-use super::gemm::{copy_run, gemm_batched_with, MatRef, MicroKernel, Operands};
+use super::gemm::{copy_run, gemm_batched_with, CStart, MatRef, MicroKernel, Operands};
 use crate::backend::Derived;
 use crate::{Error, Result};
 use half::bf16;
+use std::mem::MaybeUninit;
 use std::ops::Range;
 
 /// The bf16 micro-kernels, fastest first.
@@ -448,8 +449,8 @@ pub fn peak_probe(kernel: Bf16Kernel, iterations: u64) -> f64 {
     unreachable!("no bf16 kernel is available off x86_64 ({kernel:?}, {iterations})")
 }
 
-/// For each batch b: C_b (f32, contiguous after one another, zeroed by the caller) += A_b B_b in
-/// bf16 with f32 sums, on `kernel`.
+/// For each batch b: C_b (f32, contiguous after one another) = A_b B_b, or += with
+/// `CStart::Add`, in bf16 with f32 sums, on `kernel`.
 #[allow(clippy::too_many_arguments)]
 pub fn gemm_batched_bf16(
     kernel: Bf16Kernel,
@@ -458,16 +459,18 @@ pub fn gemm_batched_bf16(
     k: usize,
     a: &[MatRef<bf16>],
     b: &[MatRef<bf16>],
-    c: &mut [f32],
+    c: &mut [MaybeUninit<f32>],
+    start: CStart,
     b_derived: Option<&Derived>,
 ) {
     let operands: Vec<Bf16Operands> = a.iter().zip(b).map(|(a, b)| Bf16Operands { a, b, kernel }).collect();
-    gemm_batched_with(m, n, k, &operands, &kernel.micro_kernel(), c, b_derived);
+    gemm_batched_with(m, n, k, &operands, &kernel.micro_kernel(), c, start, b_derived);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::cpu::gemm::as_uninit;
 
     /// Every kernel this CPU has, on shapes that cross the 8/32-row and 32-column tiles, the
     /// 32-k AMX chunk and the 512-k slice, with odd k and all four operand orders.
@@ -519,7 +522,7 @@ mod tests {
                     let at = |i: usize, p: usize| a[i * ma.rs + p * ma.cs].to_f64();
                     let bt = |p: usize, j: usize| b[p * mb.rs + j * mb.cs].to_f64();
                     let mut c = vec![0f32; m * n];
-                    gemm_batched_bf16(kernel, m, n, k, &[ma], &[mb], &mut c, None);
+                    gemm_batched_bf16(kernel, m, n, k, &[ma], &[mb], as_uninit(&mut c), CStart::Add, None);
                     for i in 0..m {
                         for j in 0..n {
                             let want: f64 = (0..k).map(|p| at(i, p) * bt(p, j)).sum();
