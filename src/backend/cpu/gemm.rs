@@ -6,11 +6,13 @@
 //! into MR-row panels once, then for each column block (NC columns: as wide as keeps the packed B
 //! block within 1 MiB of L2, in blocks of equal width) packs its B block into NR-column panels
 //! (zero-padded) and runs an MR x NR register-tiled micro-kernel over every (A panel, B panel)
-//! pair of each MC-row block, rows outside and columns inside. Packing accepts any strides, so transposed operands (as
-//! backward passes use) cost nothing extra. Operand packing and kernels are pluggable
-//! (`Operands`, `MicroKernel`): f32 8x48 (or 8x32 where n pads better) with AVX-512, f32 6x16
-//! with AVX2+FMA (std::arch intrinsics, picked at run time), a portable 4x8 for f64 and older
-//! CPUs, and gemm_bf16.rs's bf16 kernels.
+//! pair of each MC-row block, rows outside and columns inside; partial tiles run the kernel's
+//! edge variant where it has one. C is zeroed tile by tile before its first K slice (or starts
+//! from a bias). Packing accepts any strides, so transposed operands (as backward passes use)
+//! cost nothing extra. Operand packing and kernels are pluggable (`Operands`, `MicroKernel`):
+//! f32 8x48 (or 8x32 where n pads better) with AVX-512, f32 6x16 with AVX2+FMA (std::arch
+//! intrinsics, picked at run time), a portable 4x8 for f64 and older CPUs, and gemm_bf16.rs's
+//! bf16 kernels.
 //! FLOPs: 2*m*n*k. With f32 at KC = 512 the A micro-panel (8 x 512 = 16 KiB) stays in L1 while
 //! the packed B block (512 x up to 480 columns, 1 MiB) streams from L2; A and B are each packed
 //! once, and C moves once per K slice (k / 512 times), from L3 when C is past L2.
