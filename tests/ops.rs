@@ -156,7 +156,7 @@ proptest! {
     }
 
     /// Sequences longer than the tiles (GPU: 32 queries, 64 keys; CPU: forward blocks of 256
-    /// queries at these key counts, backward blocks of 64) so every loop crosses a block.
+    /// queries at these key counts, backward blocks of 128) so every loop crosses a block.
     #[test]
     fn attention_matches_composed(b in 1usize..=2, h in 1usize..=2, sq in 1usize..=300, sk in 1usize..=140, d in prop::sample::select(vec![1usize, 7, 16, 32]), causal in any::<bool>(), padded in any::<bool>(), seed in any::<u64>()) {
         let mut rng = Rng::new(seed);
