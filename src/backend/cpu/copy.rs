@@ -41,14 +41,23 @@ fn gather_blocks<T: Copy + Send + Sync>(v: &[T], block: usize, starts: &[usize])
             unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), d.as_mut_ptr() as *mut T, block) };
         }
     };
-    // SAFETY: the shares are whole blocks covering out, and each copies every block it holds.
+    // SAFETY: shares are whole blocks, and copy writes every block of each.
+    unsafe { filled_in_shares(len, PARALLEL_GATHER.div_ceil(block) * block, |dst, first| copy(dst, first / block)) }
+}
+
+/// A Vec of `len` elements written by `write(dst, first)`, where dst is output elements first..:
+/// on the calling thread below 2 * PARALLEL_GATHER elements, else in parallel shares of `share`.
+///
+/// # Safety
+/// `write` must initialise every element of each dst it is given.
+unsafe fn filled_in_shares<T: Send>(len: usize, share: usize, write: impl Fn(&mut [MaybeUninit<T>], usize) + Sync) -> Vec<T> {
+    // SAFETY: the shares cover the output, and the caller's write initialises each.
     unsafe {
         filled(len, |out| {
             if len < 2 * PARALLEL_GATHER {
-                copy(out, 0)
+                write(out, 0)
             } else {
-                let share = PARALLEL_GATHER.div_ceil(block) * block;
-                out.par_chunks_mut(share).enumerate().for_each(|(i, d)| copy(d, i * share / block))
+                out.par_chunks_mut(share).enumerate().for_each(|(i, dst)| write(dst, i * share))
             }
         })
     }
@@ -78,18 +87,8 @@ fn gather_broadcast<T: Copy + Send + Sync>(v: &[T], layout: &Layout) -> Vec<T> {
             (at, rest) = (at + take, tail);
         }
     };
-    // SAFETY: the shares cover out, and fill writes every element of each.
-    unsafe {
-        filled(len, |out| {
-            if len < 2 * PARALLEL_GATHER {
-                fill(out, 0)
-            } else {
-                out.par_chunks_mut(PARALLEL_GATHER)
-                    .enumerate()
-                    .for_each(|(i, d)| fill(d, i * PARALLEL_GATHER))
-            }
-        })
-    }
+    // SAFETY: fill writes every element of each share.
+    unsafe { filled_in_shares(len, PARALLEL_GATHER, fill) }
 }
 
 /// Gather of a view whose last dim is strided (a transpose, as weight gradients often are): each

@@ -422,38 +422,6 @@ fn deal_lines_any<T: Float>(m: &MatRef<T>, k_stride: usize, w: usize, lines: Ran
     }
 }
 
-/// dst = src for the short runs packing copies (one panel row: 8 to 48 elements), with the common
-/// lengths as fixed-size moves: a memmove call per run cost 11% of a GEMM with row-major B. A
-/// 48-element f32 run is twelve 16-byte moves: the compiler makes a 192-byte array move (or 32 +
-/// 16) a memcpy call.
-#[inline(always)]
-pub(super) fn copy_run<T: Copy>(dst: &mut [T], src: &[T]) {
-    fn fixed<T: Copy, const N: usize>(dst: &mut [T], src: &[T]) -> bool {
-        match (<&mut [T; N]>::try_from(dst), <&[T; N]>::try_from(src)) {
-            (Ok(d), Ok(s)) => {
-                *d = *s;
-                true
-            }
-            _ => false,
-        }
-    }
-    #[cfg(target_arch = "x86_64")]
-    if dst.len() == 48 && src.len() == 48 && std::mem::size_of::<T>() == 4 {
-        use std::arch::x86_64::{__m128i, _mm_loadu_si128, _mm_storeu_si128};
-        // SAFETY: both slices hold 192 bytes; SSE2 is baseline on x86_64.
-        unsafe {
-            let (d, s) = (dst.as_mut_ptr() as *mut __m128i, src.as_ptr() as *const __m128i);
-            for i in 0..12 {
-                _mm_storeu_si128(d.add(i), _mm_loadu_si128(s.add(i)));
-            }
-        }
-        return;
-    }
-    if !(fixed::<T, 32>(dst, src) || fixed::<T, 16>(dst, src) || fixed::<T, 8>(dst, src)) {
-        dst.copy_from_slice(src);
-    }
-}
-
 /// The k-contiguous case of `pack` for f32 with AVX2 (A row-major, B transposed as in x W^T):
 /// 8 lines x 8 k at a time are loaded as 8 rows, transposed in registers and stored as 8 k-rows
 /// of the panel; the edges go element by element. Returns false where it does not apply.
@@ -498,9 +466,9 @@ fn transpose_pack_f32<T: Float>(
 }
 
 /// All micro-tiles of one packed (mc x depth) x (depth x nc) block. Partial tiles at the block's
-/// edges run the kernel's edge variant where it has one, else a full tile into a scratch tile. Rows outside, columns inside: the A
-/// micro-panel (8 x 512 f32 = 16 KiB) stays in L1 while the B block streams from L2, and C is
-/// walked along its rows.
+/// edges run the kernel's edge variant where it has one, else a full tile into a scratch tile.
+/// Rows outside, columns inside: the A micro-panel (8 x 512 f32 = 16 KiB) stays in L1 while the
+/// B block streams from L2, and C is walked along its rows.
 #[allow(clippy::too_many_arguments)]
 unsafe fn macro_kernel<P, C: Float>(
     uk: &MicroKernel<P, C>,

@@ -15,7 +15,7 @@
 //! FLOPs 2*m*n*k on half the bytes of f32 operands; products are exact in f32 and summed in f32
 //! (both instructions flush bf16 subnormal inputs to zero).
 
-use super::gemm::{copy_run, gemm_batched_with, CStart, MatRef, MicroKernel, Operands};
+use super::gemm::{gemm_batched_with, CStart, MatRef, MicroKernel, Operands};
 use crate::backend::Derived;
 use crate::{Error, Result};
 use half::bf16;
@@ -196,6 +196,24 @@ fn pack_pairs(
                 dst[p * w + l] = pair(m, line_stride, k_stride, l0 + l, ks.start + 2 * p, ks.end);
             }
         }
+    }
+}
+
+/// dst = src for the runs `pack_row_chunks` copies (one tile row: up to 32 bf16), with the common
+/// lengths as fixed-size moves rather than a memmove call per run.
+#[inline(always)]
+fn copy_run<T: Copy>(dst: &mut [T], src: &[T]) {
+    fn fixed<T: Copy, const N: usize>(dst: &mut [T], src: &[T]) -> bool {
+        match (<&mut [T; N]>::try_from(dst), <&[T; N]>::try_from(src)) {
+            (Ok(d), Ok(s)) => {
+                *d = *s;
+                true
+            }
+            _ => false,
+        }
+    }
+    if !(fixed::<T, 32>(dst, src) || fixed::<T, 16>(dst, src) || fixed::<T, 8>(dst, src)) {
+        dst.copy_from_slice(src);
     }
 }
 
