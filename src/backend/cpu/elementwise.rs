@@ -2,6 +2,7 @@
 //! select. Large arrays are split across threads in chunks.
 
 use super::float::{filled, float_data, Float};
+use super::stream::Writer;
 use super::vmath::vectorised;
 use super::CpuStorage;
 use crate::backend::{BinaryOp, CmpOp, UnaryOp};
@@ -11,18 +12,24 @@ use std::mem::MaybeUninit;
 
 const PAR_CHUNK: usize = 1 << 15;
 
-/// f(chunk index, chunk) over `out` cut into `chunk`-element pieces: in parallel once `out` has
-/// PAR_CHUNK elements or more, on this thread below that (where sharing costs more than it saves).
-/// Each chunk runs the AVX-512 or AVX2 build of f where the CPU has it, provided f is inlined
-/// into it: pass f as `#[inline(always)] |i, chunk| ...` (a unary backward whose closure was not
-/// inlined stayed SSE2 and ran at a third of the forward's speed).
+/// f(first, piece) over `out` cut into `chunk`-element pieces, piece standing for
+/// out[first..first + piece.len()]: in parallel once `out` has PAR_CHUNK elements or more, on
+/// this thread below that (where sharing costs more than it saves); a large output is written
+/// through a `Writer`, which may hand f smaller pieces of a scratch. Each piece runs the AVX-512
+/// or AVX2 build of f where the CPU has it, provided f is inlined into it: pass f as
+/// `#[inline(always)] |first, piece| ...` (a unary backward whose closure was not inlined stayed
+/// SSE2 and ran at a third of the forward's speed). f must write every element of its piece.
 #[inline(always)]
-fn for_each_chunk<T: Send>(out: &mut [T], chunk: usize, f: impl Fn(usize, &mut [T]) + Sync) {
+fn for_each_chunk<T: Send + Copy>(out: &mut [MaybeUninit<T>], chunk: usize, f: impl Fn(usize, &mut [MaybeUninit<T>]) + Sync) {
     let chunk = chunk.max(1);
-    let run = |(i, c): (usize, &mut [T])| {
+    let writer = Writer::for_output::<T>(out.len());
+    let run = |(i, c): (usize, &mut [MaybeUninit<T>])| {
         vectorised(
             #[inline(always)]
-            || f(i, c),
+            || {
+                writer.fill(c, |at, piece| f(i * chunk + at, piece));
+                writer.finish();
+            },
         )
     };
     if out.len() < PAR_CHUNK {
@@ -30,6 +37,17 @@ fn for_each_chunk<T: Send>(out: &mut [T], chunk: usize, f: impl Fn(usize, &mut [
     } else {
         out.par_chunks_mut(chunk).enumerate().for_each(run);
     }
+}
+
+/// A Vec of `len` elements written by `fill(first, chunk)` in parallel chunks, where chunk is
+/// output elements first..first + chunk.len(); `fill` runs vectorised (see `for_each_chunk`).
+///
+/// # Safety
+/// `fill` must write every element of each chunk it is given.
+#[inline(always)]
+pub(crate) unsafe fn par_fill_chunks<T: Send + Copy>(len: usize, fill: impl Fn(usize, &mut [MaybeUninit<T>]) + Sync) -> Vec<T> {
+    // SAFETY: the chunks cover all len elements, and the caller's fill writes each.
+    unsafe { filled(len, |out| for_each_chunk(out, PAR_CHUNK, fill)) }
 }
 
 /// out[i] = f(i) computed in parallel chunks.
@@ -41,9 +59,9 @@ pub(crate) fn par_fill<T: Float>(len: usize, f: impl Fn(usize) -> T + Sync) -> V
                 out,
                 PAR_CHUNK,
                 #[inline(always)]
-                |c, chunk| {
-                    for (j, o) in chunk.iter_mut().enumerate() {
-                        o.write(f(c * PAR_CHUNK + j));
+                |first, piece| {
+                    for (j, o) in piece.iter_mut().enumerate() {
+                        o.write(f(first + j));
                     }
                 },
             )
@@ -150,16 +168,16 @@ fn derivative<T: Float>(op: UnaryOp, x: T) -> T {
 /// out[i] = f(x[i]) over parallel chunks; f is inlined into a plain slice loop, so it vectorises.
 #[inline(always)]
 fn par_map<T: Float>(x: &[T], f: impl Fn(T) -> T + Sync) -> Vec<T> {
-    // SAFETY: chunk c covers out[c * PAR_CHUNK..] and x has at least as many elements from there
-    // on, so the zip writes every element.
+    // SAFETY: a piece from `first` on has x elements for all of it, so the zip writes every
+    // element.
     unsafe {
         filled(x.len(), |out| {
             for_each_chunk(
                 out,
                 PAR_CHUNK,
                 #[inline(always)]
-                |c, o| {
-                    o.iter_mut().zip(&x[c * PAR_CHUNK..]).for_each(|(o, &x)| {
+                |first, o| {
+                    o.iter_mut().zip(&x[first..]).for_each(|(o, &x)| {
                         o.write(f(x));
                     })
                 },
@@ -246,12 +264,11 @@ fn unary_typed<T: Float>(x: &[T], op: UnaryOp) -> Vec<T> {
 }
 
 fn unary_backward_typed<T: Float>(x: &[T], g: &[T], op: UnaryOp) -> Vec<T> {
-    // SAFETY: chunk c covers out[c * PAR_CHUNK..], and x and g have as many elements from there
-    // on, so the zip writes every element.
+    // SAFETY: a piece from `from` on has x and g elements for all of it, so the zip writes every
+    // element.
     unsafe {
         filled(x.len(), |out| {
-            for_each_unary!(op, derivative, f => for_each_chunk(out, PAR_CHUNK, #[inline(always)] |c, o| {
-                let from = c * PAR_CHUNK;
+            for_each_unary!(op, derivative, f => for_each_chunk(out, PAR_CHUNK, #[inline(always)] |from, o| {
                 o.iter_mut().zip(&x[from..]).zip(&g[from..]).for_each(|((o, &x), &g)| {
                     o.write(g * f(x));
                 })
@@ -336,7 +353,7 @@ fn zip_layouts<T: Float>(la: &Layout, a: &[T], lb: &Layout, b: &[T], f: impl Fn(
                     out,
                     PAR_CHUNK,
                     #[inline(always)]
-                    |c, o| row_apply(o, a, a0 + c * PAR_CHUNK, 1, b, b0 + c * PAR_CHUNK, 1, &f),
+                    |first, o| row_apply(o, a, a0 + first, 1, b, b0 + first, 1, &f),
                 )
             })
         };
@@ -345,17 +362,21 @@ fn zip_layouts<T: Float>(la: &Layout, a: &[T], lb: &Layout, b: &[T], f: impl Fn(
     let (rb, sb) = rows(lb);
     let inner = la.shape().last().copied().unwrap_or(1).max(1);
     let rows_per_task = (PAR_CHUNK / inner).max(1);
-    // SAFETY: the blocks cover the output in whole rows of `inner`, each written by row_apply.
+    // SAFETY: the segments cover each piece, each written by row_apply.
     unsafe {
         filled(len, |out| {
             for_each_chunk(
                 out,
                 rows_per_task * inner,
                 #[inline(always)]
-                |t, block| {
-                    for (i, o) in block.chunks_mut(inner).enumerate() {
-                        let r = t * rows_per_task + i;
-                        row_apply(o, a, ra[r], sa, b, rb[r], sb, &f);
+                |first, mut piece| {
+                    // A piece may start and end inside a row: its segments, row by row.
+                    let (mut r, mut col) = (first / inner, first % inner);
+                    while !piece.is_empty() {
+                        let take = (inner - col).min(piece.len());
+                        let (o, rest) = std::mem::take(&mut piece).split_at_mut(take);
+                        row_apply(o, a, ra[r] + col * sa, sa, b, rb[r] + col * sb, sb, &f);
+                        (piece, r, col) = (rest, r + 1, 0);
                     }
                 },
             )

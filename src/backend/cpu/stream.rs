@@ -1,0 +1,156 @@
+//! Writing outputs too large for the cache. A plain store to a line that is not cached first
+//! reads it (read for ownership), so an op that reads x and writes y moves three bytes for every
+//! two it needs; a non-temporal store writes whole lines without reading them. On the
+//! development VM, y = a x + b over 128 MiB ran at 20 GB/s with plain stores and 31 GB/s with
+//! non-temporal ones (the memcpy ceiling); at 16 MiB and below, plain stores won as soon as y was
+//! read back, since y was still cached. So outputs of `STREAM_BYTES` or more are streamed.
+//!
+//! Element loops written generically (and vectorised by the compiler) cannot emit non-temporal
+//! stores, so a streamed output is filled a piece at a time into a small scratch in L1 that is
+//! then stored out in 64-byte lines. Pieces of 512 bytes keep the loads of the inputs and the
+//! stores interleaved: 16 KiB pieces, computed and then stored in bursts, lost a third of the
+//! gain.
+
+use std::mem::{size_of, MaybeUninit};
+
+/// Outputs of this many bytes or more are written with non-temporal stores.
+pub const STREAM_BYTES: usize = 32 << 20;
+
+/// Bytes of one scratch piece.
+const PIECE_BYTES: usize = 512;
+
+#[repr(C, align(64))]
+struct Scratch([MaybeUninit<u8>; PIECE_BYTES]);
+
+/// Rows per parallel task for a row-wise op that writes through a `Writer` (each task ends with
+/// one `finish`): up to 64, fewer when that would leave a thread with under four tasks.
+pub fn rows_per_task(rows: usize) -> usize {
+    rows.div_ceil(4 * rayon::current_num_threads()).clamp(1, 64)
+}
+
+/// How one op writes its output: plain stores, or non-temporal ones for a large output.
+#[derive(Clone, Copy)]
+pub struct Writer {
+    stream: bool,
+}
+
+impl Writer {
+    /// The writer for an output of `len` elements of T.
+    pub fn for_output<T>(len: usize) -> Writer {
+        let size = size_of::<T>();
+        Writer {
+            stream: cfg!(target_arch = "x86_64") && size > 0 && 64 % size == 0 && len * size >= STREAM_BYTES,
+        }
+    }
+
+    /// Writes `dst` by `fill(first, piece)`, where piece stands for dst[first..first +
+    /// piece.len()]: dst itself when plain, else consecutive pieces of a scratch that are then
+    /// streamed. `fill` must write every element of each piece it is given (it may be given an
+    /// empty one). Call `finish` before the thread's task ends.
+    #[inline(always)]
+    pub fn fill<T: Copy>(self, dst: &mut [MaybeUninit<T>], mut fill: impl FnMut(usize, &mut [MaybeUninit<T>])) {
+        if !self.stream {
+            return fill(0, dst);
+        }
+        // The elements before dst's first 64-byte boundary are stored plainly.
+        let head = dst.as_ptr().align_offset(64).min(dst.len());
+        fill(0, &mut dst[..head]);
+        let mut scratch = Scratch([MaybeUninit::uninit(); PIECE_BYTES]);
+        // SAFETY: the scratch is 64-byte aligned and holds PIECE_BYTES bytes, a whole number of
+        // T (size_of::<T>() divides 64, checked in for_output).
+        let piece = unsafe { std::slice::from_raw_parts_mut(scratch.0.as_mut_ptr() as *mut MaybeUninit<T>, PIECE_BYTES / size_of::<T>()) };
+        let mut first = head;
+        for d in dst[head..].chunks_mut(piece.len()) {
+            let s = &mut piece[..d.len()];
+            fill(first, s);
+            // SAFETY: d and s are d.len() elements each, d starts on a 64-byte boundary (head
+            // moved it there and every piece is a whole number of lines), and fill wrote s.
+            unsafe { store_lines(d.as_mut_ptr() as *mut u8, s.as_ptr() as *const u8, std::mem::size_of_val(d)) };
+            first += d.len();
+        }
+    }
+
+    /// dst = src, streamed straight from src when the output is large.
+    pub fn copy<T: Copy>(self, dst: &mut [MaybeUninit<T>], src: &[T]) {
+        assert_eq!(dst.len(), src.len(), "Writer::copy: lengths differ");
+        let head = if self.stream {
+            dst.as_ptr().align_offset(64).min(dst.len())
+        } else {
+            dst.len()
+        };
+        // SAFETY: both ranges are in bounds, of equal lengths, and a fresh dst cannot overlap src.
+        unsafe {
+            std::ptr::copy_nonoverlapping(src.as_ptr(), dst.as_mut_ptr() as *mut T, head);
+            store_lines(
+                dst[head..].as_mut_ptr() as *mut u8,
+                src[head..].as_ptr() as *const u8,
+                std::mem::size_of_val(&src[head..]),
+            );
+        }
+    }
+
+    /// Orders this thread's non-temporal stores before anything after it, which Rust requires
+    /// before the memory is used again; call it once at the end of each task that wrote.
+    #[inline(always)]
+    pub fn finish(self) {
+        #[cfg(target_arch = "x86_64")]
+        if self.stream {
+            // SAFETY: sfence has no preconditions (SSE is part of x86_64).
+            unsafe { std::arch::x86_64::_mm_sfence() };
+        }
+    }
+}
+
+/// Copies `bytes` from src to dst (64-byte aligned): whole lines with non-temporal stores, the
+/// rest plainly.
+///
+/// # Safety
+/// Both ranges must be valid for `bytes` and not overlap; dst must be 64-byte aligned.
+unsafe fn store_lines(dst: *mut u8, src: *const u8, bytes: usize) {
+    let lines = bytes / 64;
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the feature was detected; the caller's guarantees cover the lines.
+            unsafe { x86::lines_avx512(dst, src, lines) };
+        } else {
+            // SAFETY: SSE2 is part of x86_64; as above.
+            unsafe { x86::lines_sse2(dst, src, lines) };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let lines = 0;
+    let done = lines * 64;
+    // SAFETY: the rest of both ranges, as the caller guarantees.
+    unsafe { std::ptr::copy_nonoverlapping(src.add(done), dst.add(done), bytes - done) };
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    /// # Safety
+    /// AVX-512F present; `lines` 64-byte lines readable at src and writable at dst (aligned).
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn lines_avx512(dst: *mut u8, src: *const u8, lines: usize) {
+        for i in 0..lines {
+            // SAFETY: line i is within both ranges and dst's lines are aligned.
+            unsafe {
+                let v = _mm512_loadu_si512(src.add(64 * i) as *const _);
+                _mm512_stream_si512(dst.add(64 * i) as *mut _, v);
+            }
+        }
+    }
+
+    /// # Safety
+    /// `lines` 64-byte lines readable at src and writable at dst (64-byte aligned).
+    pub unsafe fn lines_sse2(dst: *mut u8, src: *const u8, lines: usize) {
+        for i in 0..4 * lines {
+            // SAFETY: 16-byte unit i is within both ranges and dst's units are aligned.
+            unsafe {
+                let v = _mm_loadu_si128(src.add(16 * i) as *const __m128i);
+                _mm_stream_si128(dst.add(16 * i) as *mut __m128i, v);
+            }
+        }
+    }
+}

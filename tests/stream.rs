@@ -1,0 +1,89 @@
+//! Outputs past the cache (32 MiB and more), which the CPU backend writes with non-temporal
+//! stores a piece at a time, against the same ops on outputs small enough to be written plainly:
+//! row-wise ops must give the same bits row for row, elementwise ops the exact per-element value.
+//! The shapes are odd so that pieces, rows and the output's first 64-byte line all fall out of
+//! step.
+
+use vlk::{DType, Device, Rng, Tensor};
+
+/// 8197 x 1025 f32: 33.6 MB, past the 32 MiB threshold.
+const ROWS: usize = 8197;
+const COLS: usize = 1025;
+
+fn randn(rng: &mut Rng, shape: &[usize]) -> Tensor {
+    Tensor::randn(rng, shape, 0.0, 1.0, DType::F32, Device::Cpu).unwrap()
+}
+
+fn values(t: &Tensor) -> Vec<f32> {
+    t.to_vec::<f32>().unwrap()
+}
+
+fn rows(t: &Tensor, start: usize, len: usize) -> Tensor {
+    t.narrow(0, start, len).unwrap().contiguous_copy().unwrap()
+}
+
+/// Row ranges spread over the output: the first rows, ones in the middle, the last ones.
+const SPANS: [(usize, usize); 3] = [(0, 5), (4099, 7), (ROWS - 3, 3)];
+
+#[test]
+fn layer_norm_rows_match_small_outputs() {
+    let mut rng = Rng::new(1);
+    let (x, g, b) = (randn(&mut rng, &[ROWS, COLS]), randn(&mut rng, &[COLS]), randn(&mut rng, &[COLS]));
+    let dy = randn(&mut rng, &[ROWS, COLS]);
+    let xv = x.to_var().unwrap();
+    let y = vlk::autograd::with_grad(|| xv.layer_norm(&g, &b, 1e-5)).unwrap();
+    let dx = y.backward_with_grad(&dy).unwrap().get(&xv).unwrap().clone();
+    let (y, dx) = (values(&y), values(&dx));
+    for (start, len) in SPANS {
+        let xs = rows(&x, start, len).to_var().unwrap();
+        let ys = vlk::autograd::with_grad(|| xs.layer_norm(&g, &b, 1e-5)).unwrap();
+        let dxs = ys.backward_with_grad(&rows(&dy, start, len)).unwrap().get(&xs).unwrap().clone();
+        let span = start * COLS..(start + len) * COLS;
+        assert_eq!(&y[span.clone()], &values(&ys)[..], "layer norm rows {start}..{}", start + len);
+        assert_eq!(&dx[span], &values(&dxs)[..], "layer norm backward rows {start}..{}", start + len);
+    }
+}
+
+#[test]
+fn elementwise_ops_write_every_element() {
+    let mut rng = Rng::new(2);
+    let (a, b) = (randn(&mut rng, &[ROWS, COLS]), randn(&mut rng, &[ROWS, COLS]));
+    let row = randn(&mut rng, &[COLS]);
+    let (av, bv, rv) = (values(&a), values(&b), values(&row));
+    let sum = values(&a.add(&b).unwrap());
+    assert!(sum.iter().zip(av.iter().zip(&bv)).all(|(s, (x, y))| *s == x + y), "a + b");
+    // A broadcast row: the pieces of the output start and end inside rows.
+    let biased = values(&a.add(&row).unwrap());
+    assert!(biased.iter().enumerate().all(|(i, s)| *s == av[i] + rv[i % COLS]), "a + row");
+    let relu = values(&vlk::no_grad(|| a.relu()).unwrap());
+    assert!(relu.iter().zip(&av).all(|(r, x)| *r == x.max(0.0)), "relu");
+    // A copy starting at an odd element.
+    let view = a.reshape(&[ROWS * COLS]).unwrap().narrow(0, 3, ROWS * COLS - 5).unwrap();
+    assert_eq!(values(&view.contiguous_copy().unwrap()), av[3..ROWS * COLS - 2], "copy of a view");
+}
+
+#[test]
+fn denoise_step_matches_small_outputs() {
+    let mut rng = Rng::new(3);
+    let n = ROWS * COLS;
+    let [x, c, u, z] = [0, 1, 2, 3].map(|_| randn(&mut rng, &[n]));
+    for prediction in [vlk::Prediction::Epsilon, vlk::Prediction::V] {
+        let p = vlk::DenoiseParams {
+            guidance: 4.5,
+            prediction,
+            sqrt_alpha_bar: 0.8,
+            sqrt_one_minus_alpha_bar: 0.6,
+            clip_sample: 1.5,
+            c_x0: 0.5,
+            c_xt: 0.4,
+            c_eps: 0.1,
+            c_noise: 0.05,
+        };
+        let big = values(&Tensor::denoise_step(&x, &c, Some(&u), Some(&z), &p).unwrap());
+        for (start, len) in [(0, 1000), (n / 2 + 1, 999), (n - 77, 77)] {
+            let [xs, cs, us, zs] = [&x, &c, &u, &z].map(|t| rows(t, start, len));
+            let small = values(&Tensor::denoise_step(&xs, &cs, Some(&us), Some(&zs), &p).unwrap());
+            assert_eq!(&big[start..start + len], &small[..], "denoise {start}..{}", start + len);
+        }
+    }
+}
