@@ -478,6 +478,35 @@ fn activations_match_known_values() {
     assert!((qg[4] - 2.0 / (1.0 + (-3.404f64).exp())).abs() < 1e-15);
 }
 
+/// f32 GELU and its derivative (the vectorised erf and exp) against f64 over the whole range,
+/// tails and tiny inputs included.
+#[test]
+fn gelu_f32_matches_f64_across_the_range() {
+    let mut xs: Vec<f64> = (0..=40_000).map(|i| -10.0 + i as f64 * 5e-4).collect();
+    xs.extend((0..60).map(|i| 1e-9 * 1.4f64.powi(i)));
+    let x64 = Tensor::from_vec(xs.iter().map(|&x| x as f32 as f64).collect(), &[xs.len()], Device::Cpu).unwrap();
+    let x32 = x64.to_dtype(DType::F32).unwrap();
+    // GELU's values and derivative at x, in x's dtype, as f64.
+    let gelu_and_derivative = |x: &Tensor| {
+        let v = x.to_var().unwrap();
+        let y = vlk::autograd::with_grad(|| v.gelu()).unwrap();
+        let d = y.backward_with_grad(&y.ones_like().unwrap()).unwrap().get(&v).unwrap().clone();
+        let as_f64 = |t: &Tensor| t.to_dtype(DType::F64).unwrap().to_vec::<f64>().unwrap();
+        (as_f64(&y), as_f64(&d))
+    };
+    let ((y64, d64), (y32, d32)) = (gelu_and_derivative(&x64), gelu_and_derivative(&x32));
+    for (i, x) in x64.to_vec::<f64>().unwrap().into_iter().enumerate() {
+        let tol = 1.5e-7 * (1.0 + x.abs());
+        assert!((y32[i] - y64[i]).abs() <= tol, "gelu({x}): f32 {} against f64 {}", y32[i], y64[i]);
+        assert!(
+            (d32[i] - d64[i]).abs() <= 2.0 * tol,
+            "gelu'({x}): f32 {} against f64 {}",
+            d32[i],
+            d64[i]
+        );
+    }
+}
+
 #[test]
 fn fully_masked_attention_rows_are_zero() {
     let mut rng = Rng::new(3);

@@ -84,10 +84,26 @@ fn run<T: Float>(x: &[T], cond: &[T], uncond: Option<&[T]>, noise: Option<&[T]>,
     // SAFETY: each step_chunk writes every element of its chunk.
     unsafe {
         match (uncond.is_some(), noise.is_some()) {
-            (true, true) => par_fill_chunks(x.len(), |first, out| step_chunk::<T, true, true>(out, first, x, cond, u, z, &k)),
-            (true, false) => par_fill_chunks(x.len(), |first, out| step_chunk::<T, true, false>(out, first, x, cond, u, z, &k)),
-            (false, true) => par_fill_chunks(x.len(), |first, out| step_chunk::<T, false, true>(out, first, x, cond, u, z, &k)),
-            (false, false) => par_fill_chunks(x.len(), |first, out| step_chunk::<T, false, false>(out, first, x, cond, u, z, &k)),
+            (true, true) => par_fill_chunks(
+                x.len(),
+                #[inline(always)]
+                |first, out| step_chunk::<T, true, true>(out, first, x, cond, u, z, &k),
+            ),
+            (true, false) => par_fill_chunks(
+                x.len(),
+                #[inline(always)]
+                |first, out| step_chunk::<T, true, false>(out, first, x, cond, u, z, &k),
+            ),
+            (false, true) => par_fill_chunks(
+                x.len(),
+                #[inline(always)]
+                |first, out| step_chunk::<T, false, true>(out, first, x, cond, u, z, &k),
+            ),
+            (false, false) => par_fill_chunks(
+                x.len(),
+                #[inline(always)]
+                |first, out| step_chunk::<T, false, false>(out, first, x, cond, u, z, &k),
+            ),
         }
     }
 }

@@ -27,7 +27,11 @@ fn for_each_chunk<T: Send + Copy>(out: &mut [MaybeUninit<T>], chunk: usize, f: i
         vectorised(
             #[inline(always)]
             || {
-                writer.fill(c, |at, piece| f(i * chunk + at, piece));
+                writer.fill(
+                    c,
+                    #[inline(always)]
+                    |at, piece| f(i * chunk + at, piece),
+                );
                 writer.finish();
             },
         )
@@ -177,9 +181,9 @@ fn par_map<T: Float>(x: &[T], f: impl Fn(T) -> T + Sync) -> Vec<T> {
                 PAR_CHUNK,
                 #[inline(always)]
                 |first, o| {
-                    o.iter_mut().zip(&x[first..]).for_each(|(o, &x)| {
+                    for (o, &x) in o.iter_mut().zip(&x[first..]) {
                         o.write(f(x));
-                    })
+                    }
                 },
             )
         })
@@ -269,9 +273,9 @@ fn unary_backward_typed<T: Float>(x: &[T], g: &[T], op: UnaryOp) -> Vec<T> {
     unsafe {
         filled(x.len(), |out| {
             for_each_unary!(op, derivative, f => for_each_chunk(out, PAR_CHUNK, #[inline(always)] |from, o| {
-                o.iter_mut().zip(&x[from..]).zip(&g[from..]).for_each(|((o, &x), &g)| {
+                for ((o, &x), &g) in o.iter_mut().zip(&x[from..]).zip(&g[from..]) {
                     o.write(g * f(x));
-                })
+                }
             }))
         })
     }
@@ -315,24 +319,28 @@ fn binary_typed<T: Float>(la: &Layout, a: &[T], lb: &Layout, b: &[T], op: Binary
 fn row_apply<T: Float>(out: &mut [MaybeUninit<T>], a: &[T], a0: usize, sa: usize, b: &[T], b0: usize, sb: usize, f: &impl Fn(T, T) -> T) {
     let n = out.len();
     match (sa, sb) {
-        (1, 1) => out.iter_mut().zip(&a[a0..a0 + n]).zip(&b[b0..b0 + n]).for_each(|((o, &x), &y)| {
-            o.write(f(x, y));
-        }),
+        (1, 1) => {
+            for ((o, &x), &y) in out.iter_mut().zip(&a[a0..a0 + n]).zip(&b[b0..b0 + n]) {
+                o.write(f(x, y));
+            }
+        }
         (1, 0) => {
             let y = b[b0];
-            out.iter_mut().zip(&a[a0..a0 + n]).for_each(|(o, &x)| {
+            for (o, &x) in out.iter_mut().zip(&a[a0..a0 + n]) {
                 o.write(f(x, y));
-            });
+            }
         }
         (0, 1) => {
             let x = a[a0];
-            out.iter_mut().zip(&b[b0..b0 + n]).for_each(|(o, &y)| {
+            for (o, &y) in out.iter_mut().zip(&b[b0..b0 + n]) {
                 o.write(f(x, y));
-            });
+            }
         }
-        _ => out.iter_mut().enumerate().for_each(|(j, o)| {
-            o.write(f(a[a0 + j * sa], b[b0 + j * sb]));
-        }),
+        _ => {
+            for (j, o) in out.iter_mut().enumerate() {
+                o.write(f(a[a0 + j * sa], b[b0 + j * sb]));
+            }
+        }
     }
 }
 

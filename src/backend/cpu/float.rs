@@ -100,14 +100,33 @@ macro_rules! float_impl {
 float_impl!(f32, super::vmath::exp_f32, super::vmath::tanh_f32, erf_f32);
 float_impl!(f64, f64::exp, f64::tanh, erf_f64);
 
-/// erf in f32: Abramowitz & Stegun 7.1.26 evaluated in f64 (absolute error below 1.5e-7, the
-/// size of an f32 ulp near 1).
+/// erf in f32, branch-free so loops over it vectorise (it had been evaluated in f64 around a
+/// scalar exp, and exact GELU ran at 4 ns an element): x Q(x^2) below |x| = 0.75, else
+/// 1 - t P(t) exp(-x^2) with t = 1 / (1 + |x| / 2), the sign restored at the end. Q (degree 5)
+/// and P (degree 6) are least-squares fits to erf made for vlk (4e-9 relative and 7e-9 absolute
+/// from erf; Q starts from 2 / sqrt(pi)); evaluated in f32 the error stays below 1.1e-7
+/// absolute everywhere and 1.8e-7 relative below 0.75. NaN stays NaN.
+#[inline(always)]
 pub fn erf_f32(x: f32) -> f32 {
-    let x = x as f64;
-    let t = 1.0 / (1.0 + 0.327_591_1 * x.abs());
-    let poly = t * (0.254_829_592 + t * (-0.284_496_736 + t * (1.421_413_741 + t * (-1.453_152_027 + t * 1.061_405_429))));
-    let y = 1.0 - poly * (-x * x).exp();
-    (if x < 0.0 { -y } else { y }) as f32
+    let a = x.abs();
+    let x2 = a * a;
+    let q = -0.000_681_589_7f32;
+    let q = q * x2 + 0.005_123_008_5;
+    let q = q * x2 - 0.026_838_547;
+    let q = q * x2 + 0.112_834_48;
+    let q = q * x2 - 0.376_126_23;
+    let q = q * x2 + std::f32::consts::FRAC_2_SQRT_PI;
+    let t = 1.0 / (1.0 + 0.5 * a);
+    let p = 0.100_816_07f32;
+    let p = p * t - 0.403_481_66;
+    let p = p * t + 0.458_383;
+    let p = p * t - 0.014_372_156;
+    let p = p * t + 0.302_766_86;
+    let p = p * t + 0.273_166_6;
+    let p = p * t + 0.282_697_47;
+    let large = 1.0 - t * p * super::vmath::exp_f32(-x2);
+    let y = if a < 0.75 { a * q } else { large };
+    y.copysign(x)
 }
 
 /// erf in f64 to full precision: the Maclaurin series below |x| = 2.5, the continued fraction of

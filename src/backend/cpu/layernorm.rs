@@ -39,30 +39,33 @@ fn forward_impl<T: Float>(x: &[T], g: &[T], b: &[T], c: usize, eps: f64) -> (Vec
     let writer = Writer::for_output::<T>(x.len());
     let mut mean = vec![T::ZERO; rows];
     let mut rstd = vec![T::ZERO; rows];
-    let forward_rows = |y: &mut [MaybeUninit<T>], x: &[T], mean: &mut [T], rstd: &mut [T]| {
-        for (((y, x), m), rs) in y.chunks_mut(c).zip(x.chunks(c)).zip(mean).zip(rstd) {
-            prefetch_span(x.as_ptr().wrapping_add(2 * c), c);
-            let (mu, r) = row_stats(x, eps);
-            // y = (x - mean) / std * g + b
-            writer.fill(y, |at, y| {
-                for (((y, &x), &g), &b) in y.iter_mut().zip(&x[at..]).zip(&g[at..]).zip(&b[at..]) {
-                    y.write((x - mu) * r * g + b);
-                }
-            });
-            (*m, *rs) = (mu, r);
-        }
-        writer.finish();
-    };
-    // SAFETY: the blocks (whole rows) cover y, and forward_rows writes every element of each.
+    // SAFETY: the blocks (whole rows) cover y, and each row is written whole.
     let y = unsafe {
         filled(x.len(), |y| {
             y.par_chunks_mut(block * c)
                 .zip(mean.par_chunks_mut(block).zip(rstd.par_chunks_mut(block)))
                 .zip(x.par_chunks(block * c))
-                .for_each(|((y, (m, rs)), x)| {
+                .for_each(|((y, (mean, rstd)), x)| {
                     vectorised(
                         #[inline(always)]
-                        || forward_rows(y, x, m, rs),
+                        || {
+                            for (((y, x), m), rs) in y.chunks_mut(c).zip(x.chunks(c)).zip(mean).zip(rstd) {
+                                prefetch_span(x.as_ptr().wrapping_add(2 * c), c);
+                                let (mu, r) = row_stats(x, eps);
+                                // y = (x - mean) / std * g + b
+                                writer.fill(
+                                    y,
+                                    #[inline(always)]
+                                    |at, y| {
+                                        for (((y, &x), &g), &b) in y.iter_mut().zip(&x[at..]).zip(&g[at..]).zip(&b[at..]) {
+                                            y.write((x - mu) * r * g + b);
+                                        }
+                                    },
+                                );
+                                (*m, *rs) = (mu, r);
+                            }
+                            writer.finish();
+                        },
                     )
                 })
         })
@@ -108,15 +111,19 @@ fn backward_rows<T: Float>(
     for ((((dxr, xr), dyr), &mu), &r) in dx.chunks_mut(c).zip(x.chunks(c)).zip(dy.chunks(c)).zip(mean).zip(rstd) {
         let (sum_dxhat, sum_dxhat_xc) = dxhat_sums(xr, dyr, g, mu, &mut scratch);
         let (a, bq) = (sum_dxhat / n, sum_dxhat_xc * r / n);
-        writer.fill(dxr, |at, dxr| {
-            let terms = xr[at..].iter().zip(&dyr[at..]).zip(&g[at..]).zip(&mut dg[at..]).zip(&mut db[at..]);
-            for (dx, ((((&x, &dy), &g), dg), db)) in dxr.iter_mut().zip(terms) {
-                let xhat = (x - mu) * r;
-                dx.write(r * (dy * g - a - xhat * bq));
-                *dg += dy * xhat;
-                *db += dy;
-            }
-        });
+        writer.fill(
+            dxr,
+            #[inline(always)]
+            |at, dxr| {
+                let terms = xr[at..].iter().zip(&dyr[at..]).zip(&g[at..]).zip(&mut dg[at..]).zip(&mut db[at..]);
+                for (dx, ((((&x, &dy), &g), dg), db)) in dxr.iter_mut().zip(terms) {
+                    let xhat = (x - mu) * r;
+                    dx.write(r * (dy * g - a - xhat * bq));
+                    *dg += dy * xhat;
+                    *db += dy;
+                }
+            },
+        );
     }
     writer.finish();
 }

@@ -45,28 +45,50 @@ impl Writer {
 
     /// Writes `dst` by `fill(first, piece)`, where piece stands for dst[first..first +
     /// piece.len()]: dst itself when plain, else consecutive pieces of a scratch that are then
-    /// streamed. `fill` must write every element of each piece it is given (it may be given an
-    /// empty one). Call `finish` before the thread's task ends.
+    /// streamed. `fill` must write every element of each piece it is given. Call `finish` before
+    /// the thread's task ends. `fill` has one call site here, so that it is inlined once into the
+    /// caller's vectorised build (called from two places, it was left out of line, in SSE2).
     #[inline(always)]
     pub fn fill<T: Copy>(self, dst: &mut [MaybeUninit<T>], mut fill: impl FnMut(usize, &mut [MaybeUninit<T>])) {
-        if !self.stream {
-            return fill(0, dst);
-        }
-        // The elements before dst's first 64-byte boundary are stored plainly.
-        let head = dst.as_ptr().align_offset(64).min(dst.len());
-        fill(0, &mut dst[..head]);
+        // Plain: all of dst at once. Streamed: the elements before dst's first 64-byte boundary
+        // plainly, then the rest in scratch pieces.
+        let head = if self.stream {
+            dst.as_ptr().align_offset(64).min(dst.len())
+        } else {
+            dst.len()
+        };
         let mut scratch = Scratch([MaybeUninit::uninit(); PIECE_BYTES]);
         // SAFETY: the scratch is 64-byte aligned and holds PIECE_BYTES bytes, a whole number of
-        // T (size_of::<T>() divides 64, checked in for_output).
-        let piece = unsafe { std::slice::from_raw_parts_mut(scratch.0.as_mut_ptr() as *mut MaybeUninit<T>, PIECE_BYTES / size_of::<T>()) };
-        let mut first = head;
-        for d in dst[head..].chunks_mut(piece.len()) {
-            let s = &mut piece[..d.len()];
-            fill(first, s);
-            // SAFETY: d and s are d.len() elements each, d starts on a 64-byte boundary (head
-            // moved it there and every piece is a whole number of lines), and fill wrote s.
-            unsafe { store_lines(d.as_mut_ptr() as *mut u8, s.as_ptr() as *const u8, std::mem::size_of_val(d)) };
-            first += d.len();
+        // T when streaming (size_of::<T>() divides 64, checked in for_output).
+        let piece =
+            unsafe { std::slice::from_raw_parts_mut(scratch.0.as_mut_ptr() as *mut MaybeUninit<T>, PIECE_BYTES / size_of::<T>().max(1)) };
+        let mut first = 0;
+        while first < dst.len() {
+            let streamed = first >= head;
+            let len = if streamed {
+                piece.len().min(dst.len() - first)
+            } else {
+                head - first
+            };
+            let target = if streamed {
+                &mut piece[..len]
+            } else {
+                &mut dst[first..first + len]
+            };
+            fill(first, target);
+            if streamed {
+                // SAFETY: both hold len elements; this piece of dst starts on a 64-byte
+                // boundary (head moved it there and every piece is a whole number of lines);
+                // fill wrote the scratch.
+                unsafe {
+                    store_lines(
+                        dst[first..].as_mut_ptr() as *mut u8,
+                        piece.as_ptr() as *const u8,
+                        len * size_of::<T>(),
+                    )
+                };
+            }
+            first += len;
         }
     }
 
