@@ -6,13 +6,15 @@
 //! AVX2+FMA; FLOPs = 2 x lanes x accumulators x iterations. bf16: the same with the fastest bf16
 //! GEMM instruction the CPU has (AMX `tdpbf16ps` on zeroed tiles, or `vdpbf16ps`), the ceiling of
 //! bf16 GEMM rows. Memory: a sum over a 512 MiB f32
-//! buffer (read) and a copy between two such buffers (copy, counted as bytes read plus bytes
-//! written, as STREAM counts it), split across threads. Each figure is the median of 5 runs.
+//! buffer (read) and a copy between two such buffers with non-temporal stores (copy, counted as
+//! bytes read plus bytes written, as STREAM counts it; glibc's memcpy reached half its rate on
+//! the development VM), split across threads. Each figure is the median of 5 runs.
 
 use rayon::prelude::*;
 use serde_json::json;
 use std::time::Instant;
 use vlk::backend::cpu::gemm_bf16::{peak_probe, Bf16Kernel};
+use vlk::backend::cpu::stream::copy_streamed;
 use vlk::Result;
 
 #[derive(clap::Args)]
@@ -28,7 +30,7 @@ const BF16_TILE_ITERATIONS: u64 = 2_000_000;
 const BUFFER_BYTES: usize = 512 << 20;
 const RUNS: usize = 5;
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }
@@ -121,6 +123,49 @@ fn bf16_rate(kernel: Bf16Kernel, threads: usize) -> f64 {
     flops / start.elapsed().as_secs_f64() / 1e9
 }
 
+/// Two buffers past the cache, kept so that memory bandwidth can be measured again at any time:
+/// `vlk bench` measures the copy rate beside each bandwidth row, since this VM's bandwidth
+/// drifts by up to 2x within minutes.
+pub struct CopyProbe {
+    src: Vec<f32>,
+    dst: Vec<f32>,
+}
+
+impl CopyProbe {
+    pub fn new() -> CopyProbe {
+        let n = BUFFER_BYTES / 4;
+        let src: Vec<f32> = (0..n).into_par_iter().map(|i| (i % 251) as f32).collect();
+        // Written, so that no timed run pays for the pages' first touch.
+        let dst = src.clone();
+        CopyProbe { src, dst }
+    }
+
+    fn chunk(&self) -> usize {
+        self.src.len().div_ceil(rayon::current_num_threads())
+    }
+
+    /// One sum over the source buffer, split across threads: bytes read per second, in GB/s.
+    pub fn read_gbps(&mut self) -> f64 {
+        let start = Instant::now();
+        let sum: f32 = self.src.par_chunks(self.chunk()).map(sum_lanes).sum();
+        std::hint::black_box(sum);
+        BUFFER_BYTES as f64 / start.elapsed().as_secs_f64() / 1e9
+    }
+
+    /// One copy between the buffers, split across threads: bytes read plus bytes written per
+    /// second, in GB/s.
+    pub fn copy_gbps(&mut self) -> f64 {
+        let chunk = self.chunk();
+        let start = Instant::now();
+        self.dst
+            .par_chunks_mut(chunk)
+            .zip(self.src.par_chunks(chunk))
+            .for_each(|(d, s)| copy_streamed(d, s));
+        std::hint::black_box(&self.dst);
+        2.0 * BUFFER_BYTES as f64 / start.elapsed().as_secs_f64() / 1e9
+    }
+}
+
 /// This machine's measured ceilings (medians).
 pub struct Ceilings {
     pub isa: &'static str,
@@ -150,28 +195,9 @@ pub fn measure(runs: usize) -> Ceilings {
         .collect();
     let all: Vec<f64> = (0..runs).map(|_| fma_rate(threads).0).collect();
     let bf16 = Bf16Kernel::best().map(|k| (k, median((0..runs).map(|_| bf16_rate(k, threads)).collect())));
-    let n = BUFFER_BYTES / 4;
-    let src: Vec<f32> = (0..n).into_par_iter().map(|i| (i % 251) as f32).collect();
-    let mut dst = vec![0f32; n];
-    let chunk = n.div_ceil(threads);
-    let read: Vec<f64> = (0..runs)
-        .map(|_| {
-            let start = Instant::now();
-            let sum: f32 = src.par_chunks(chunk).map(sum_lanes).sum();
-            std::hint::black_box(sum);
-            BUFFER_BYTES as f64 / start.elapsed().as_secs_f64() / 1e9
-        })
-        .collect();
-    let copy: Vec<f64> = (0..runs)
-        .map(|_| {
-            let start = Instant::now();
-            dst.par_chunks_mut(chunk)
-                .zip(src.par_chunks(chunk))
-                .for_each(|(d, s)| d.copy_from_slice(s));
-            std::hint::black_box(&dst);
-            2.0 * BUFFER_BYTES as f64 / start.elapsed().as_secs_f64() / 1e9
-        })
-        .collect();
+    let mut probe = CopyProbe::new();
+    let read: Vec<f64> = (0..runs).map(|_| probe.read_gbps()).collect();
+    let copy: Vec<f64> = (0..runs).map(|_| probe.copy_gbps()).collect();
     Ceilings {
         isa,
         threads,

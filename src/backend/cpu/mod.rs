@@ -15,7 +15,7 @@ mod layernorm;
 pub mod packed_weights;
 mod reduce;
 mod softmax;
-mod stream;
+pub mod stream;
 pub mod threads;
 mod vmath;
 

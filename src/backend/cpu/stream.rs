@@ -123,6 +123,19 @@ impl Writer {
     }
 }
 
+/// dst = src with non-temporal stores whatever the size (where the target has them): the copy
+/// `vlk ceilings` and `vlk bench` time as the memory ceiling. glibc's memcpy of 256 MiB per
+/// thread moved 15-20 GB/s on the development VM, this copy 30-35.
+pub fn copy_streamed<T: Copy>(dst: &mut [T], src: &[T]) {
+    let writer = Writer {
+        stream: cfg!(target_arch = "x86_64") && size_of::<T>() > 0 && 64 % size_of::<T>() == 0,
+    };
+    // SAFETY: MaybeUninit<T> has T's layout, and the copy writes only initialised values.
+    let dst = unsafe { &mut *(dst as *mut [T] as *mut [MaybeUninit<T>]) };
+    writer.copy(dst, src);
+    writer.finish();
+}
+
 /// Copies `bytes` from src to dst (64-byte aligned): whole lines with non-temporal stores, the
 /// rest plainly.
 ///
