@@ -8,7 +8,8 @@
 //! alone: wall clock on the CPU, CUDA events on a GPU after the L2 is flushed by a 256 MiB write.
 //! CPU ceilings are measured at the start (`vlk ceilings`): FMA peak for FLOP rows (the bf16
 //! instruction's peak for bf16 ones, where the CPU has one), copy bandwidth (bytes read + written)
-//! for byte rows; on a GPU the suite's copy row is the ceiling.
+//! for byte rows, which on the CPU is measured again beside each byte row (copies before its
+//! rounds and after each); on a GPU the suite's copy row is the ceiling.
 
 mod torch_peer;
 mod workloads;
