@@ -178,8 +178,8 @@ pub struct Ceilings {
     pub copy_gbps: f64,
 }
 
-/// Measures the ceilings, each the median of `runs` runs.
-pub fn measure(runs: usize) -> Ceilings {
+/// Measures the ceilings, each the median of `runs` runs, memory through `probe`.
+pub fn measure(runs: usize, probe: &mut CopyProbe) -> Ceilings {
     let threads = rayon::current_num_threads();
     let mut isa = "";
     let one: Vec<f64> = (0..runs)
@@ -195,7 +195,6 @@ pub fn measure(runs: usize) -> Ceilings {
         .collect();
     let all: Vec<f64> = (0..runs).map(|_| fma_rate(threads).0).collect();
     let bf16 = Bf16Kernel::best().map(|k| (k, median((0..runs).map(|_| bf16_rate(k, threads)).collect())));
-    let mut probe = CopyProbe::new();
     let read: Vec<f64> = (0..runs).map(|_| probe.read_gbps()).collect();
     let copy: Vec<f64> = (0..runs).map(|_| probe.copy_gbps()).collect();
     Ceilings {
@@ -218,7 +217,7 @@ impl Ceilings {
 }
 
 pub fn run(args: CeilingsArgs) -> Result<()> {
-    let c = measure(RUNS);
+    let c = measure(RUNS, &mut CopyProbe::new());
     if args.json {
         println!("{}", c.to_json());
         return Ok(());

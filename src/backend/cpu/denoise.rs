@@ -81,30 +81,23 @@ fn step_chunk<T: Float, const GUIDED: bool, const NOISY: bool>(
 fn run<T: Float>(x: &[T], cond: &[T], uncond: Option<&[T]>, noise: Option<&[T]>, p: &DenoiseParams) -> Vec<T> {
     let k = Coefficients::<T>::new(p);
     let (u, z) = (uncond.unwrap_or(&[]), noise.unwrap_or(&[]));
+    match (uncond.is_some(), noise.is_some()) {
+        (true, true) => fill::<T, true, true>(x, cond, u, z, &k),
+        (true, false) => fill::<T, true, false>(x, cond, u, z, &k),
+        (false, true) => fill::<T, false, true>(x, cond, u, z, &k),
+        (false, false) => fill::<T, false, false>(x, cond, u, z, &k),
+    }
+}
+
+/// The step's output, in parallel vectorised chunks of `step_chunk`.
+fn fill<T: Float, const GUIDED: bool, const NOISY: bool>(x: &[T], cond: &[T], uncond: &[T], noise: &[T], k: &Coefficients<T>) -> Vec<T> {
     // SAFETY: each step_chunk writes every element of its chunk.
     unsafe {
-        match (uncond.is_some(), noise.is_some()) {
-            (true, true) => par_fill_chunks(
-                x.len(),
-                #[inline(always)]
-                |first, out| step_chunk::<T, true, true>(out, first, x, cond, u, z, &k),
-            ),
-            (true, false) => par_fill_chunks(
-                x.len(),
-                #[inline(always)]
-                |first, out| step_chunk::<T, true, false>(out, first, x, cond, u, z, &k),
-            ),
-            (false, true) => par_fill_chunks(
-                x.len(),
-                #[inline(always)]
-                |first, out| step_chunk::<T, false, true>(out, first, x, cond, u, z, &k),
-            ),
-            (false, false) => par_fill_chunks(
-                x.len(),
-                #[inline(always)]
-                |first, out| step_chunk::<T, false, false>(out, first, x, cond, u, z, &k),
-            ),
-        }
+        par_fill_chunks(
+            x.len(),
+            #[inline(always)]
+            |first, out| step_chunk::<T, GUIDED, NOISY>(out, first, x, cond, uncond, noise, k),
+        )
     }
 }
 

@@ -56,20 +56,17 @@ pub(crate) unsafe fn par_fill_chunks<T: Send + Copy>(len: usize, fill: impl Fn(u
 
 /// out[i] = f(i) computed in parallel chunks.
 pub(crate) fn par_fill<T: Float>(len: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
-    // SAFETY: the chunks cover all len elements and each is written.
+    // SAFETY: every element of each piece is written.
     unsafe {
-        filled(len, |out| {
-            for_each_chunk(
-                out,
-                PAR_CHUNK,
-                #[inline(always)]
-                |first, piece| {
-                    for (j, o) in piece.iter_mut().enumerate() {
-                        o.write(f(first + j));
-                    }
-                },
-            )
-        })
+        par_fill_chunks(
+            len,
+            #[inline(always)]
+            |first, piece| {
+                for (j, o) in piece.iter_mut().enumerate() {
+                    o.write(f(first + j));
+                }
+            },
+        )
     }
 }
 
@@ -175,18 +172,15 @@ fn par_map<T: Float>(x: &[T], f: impl Fn(T) -> T + Sync) -> Vec<T> {
     // SAFETY: a piece from `first` on has x elements for all of it, so the zip writes every
     // element.
     unsafe {
-        filled(x.len(), |out| {
-            for_each_chunk(
-                out,
-                PAR_CHUNK,
-                #[inline(always)]
-                |first, o| {
-                    for (o, &x) in o.iter_mut().zip(&x[first..]) {
-                        o.write(f(x));
-                    }
-                },
-            )
-        })
+        par_fill_chunks(
+            x.len(),
+            #[inline(always)]
+            |first, o| {
+                for (o, &x) in o.iter_mut().zip(&x[first..]) {
+                    o.write(f(x));
+                }
+            },
+        )
     }
 }
 
@@ -271,13 +265,11 @@ fn unary_backward_typed<T: Float>(x: &[T], g: &[T], op: UnaryOp) -> Vec<T> {
     // SAFETY: a piece from `from` on has x and g elements for all of it, so the zip writes every
     // element.
     unsafe {
-        filled(x.len(), |out| {
-            for_each_unary!(op, derivative, f => for_each_chunk(out, PAR_CHUNK, #[inline(always)] |from, o| {
-                for ((o, &x), &g) in o.iter_mut().zip(&x[from..]).zip(&g[from..]) {
-                    o.write(g * f(x));
-                }
-            }))
-        })
+        for_each_unary!(op, derivative, f => par_fill_chunks(x.len(), #[inline(always)] |from, o| {
+            for ((o, &x), &g) in o.iter_mut().zip(&x[from..]).zip(&g[from..]) {
+                o.write(g * f(x));
+            }
+        }))
     }
 }
 
@@ -356,14 +348,11 @@ fn zip_layouts<T: Float>(la: &Layout, a: &[T], lb: &Layout, b: &[T], f: impl Fn(
     if let (Some((a0, _)), Some((b0, _))) = (la.contiguous_range(), lb.contiguous_range()) {
         // SAFETY: the chunks cover the output and row_apply writes every element of each.
         return unsafe {
-            filled(len, |out| {
-                for_each_chunk(
-                    out,
-                    PAR_CHUNK,
-                    #[inline(always)]
-                    |first, o| row_apply(o, a, a0 + first, 1, b, b0 + first, 1, &f),
-                )
-            })
+            par_fill_chunks(
+                len,
+                #[inline(always)]
+                |first, o| row_apply(o, a, a0 + first, 1, b, b0 + first, 1, &f),
+            )
         };
     }
     let (ra, sa) = rows(la);

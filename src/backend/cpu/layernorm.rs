@@ -7,7 +7,7 @@
 //! Bytes: forward reads x, writes y (8 B per f32 element); backward reads x and dy, writes dx.
 
 use super::float::{filled, float_data, Float, FloatData, FloatOut};
-use super::stream::{rows_per_task, Writer};
+use super::stream::Writer;
 use super::vmath::{lane_sum, prefetch_span, vectorised};
 use super::CpuStorage;
 use crate::{Error, Layout, Result};
@@ -31,6 +31,12 @@ fn row_stats<T: Float>(x: &[T], eps: T) -> (T, T) {
     let mu = lane_sum(x, |v| v) / n;
     let var = lane_sum(x, |v| (v - mu) * (v - mu)) / n;
     (mu, T::ONE / (var + eps).sqrt())
+}
+
+/// Rows per parallel task of the forward (each task ends with one `Writer::finish`): up to 64,
+/// fewer when that would leave a thread with under four tasks.
+fn rows_per_task(rows: usize) -> usize {
+    rows.div_ceil(4 * rayon::current_num_threads()).clamp(1, 64)
 }
 
 fn forward_impl<T: Float>(x: &[T], g: &[T], b: &[T], c: usize, eps: f64) -> (Vec<T>, Vec<T>, Vec<T>) {

@@ -14,19 +14,13 @@
 use std::mem::{size_of, MaybeUninit};
 
 /// Outputs of this many bytes or more are written with non-temporal stores.
-pub const STREAM_BYTES: usize = 32 << 20;
+const STREAM_BYTES: usize = 32 << 20;
 
 /// Bytes of one scratch piece.
 const PIECE_BYTES: usize = 512;
 
 #[repr(C, align(64))]
 struct Scratch([MaybeUninit<u8>; PIECE_BYTES]);
-
-/// Rows per parallel task for a row-wise op that writes through a `Writer` (each task ends with
-/// one `finish`): up to 64, fewer when that would leave a thread with under four tasks.
-pub fn rows_per_task(rows: usize) -> usize {
-    rows.div_ceil(4 * rayon::current_num_threads()).clamp(1, 64)
-}
 
 /// How one op writes its output: plain stores, or non-temporal ones for a large output.
 #[derive(Clone, Copy)]
@@ -37,9 +31,25 @@ pub struct Writer {
 impl Writer {
     /// The writer for an output of `len` elements of T.
     pub fn for_output<T>(len: usize) -> Writer {
-        let size = size_of::<T>();
         Writer {
-            stream: cfg!(target_arch = "x86_64") && size > 0 && 64 % size == 0 && len * size >= STREAM_BYTES,
+            stream: Self::can_stream::<T>() && len * size_of::<T>() >= STREAM_BYTES,
+        }
+    }
+
+    /// Whether outputs of T can be streamed here: the target has non-temporal stores and T
+    /// divides a 64-byte line.
+    fn can_stream<T>() -> bool {
+        let size = size_of::<T>();
+        cfg!(target_arch = "x86_64") && size > 0 && 64 % size == 0
+    }
+
+    /// The elements of dst written plainly before the streamed rest: those before its first
+    /// 64-byte boundary, or all of them when not streaming.
+    fn plain_head<T>(self, dst: &[MaybeUninit<T>]) -> usize {
+        if self.stream {
+            dst.as_ptr().align_offset(64).min(dst.len())
+        } else {
+            dst.len()
         }
     }
 
@@ -50,13 +60,8 @@ impl Writer {
     /// caller's vectorised build (called from two places, it was left out of line, in SSE2).
     #[inline(always)]
     pub fn fill<T: Copy>(self, dst: &mut [MaybeUninit<T>], mut fill: impl FnMut(usize, &mut [MaybeUninit<T>])) {
-        // Plain: all of dst at once. Streamed: the elements before dst's first 64-byte boundary
-        // plainly, then the rest in scratch pieces.
-        let head = if self.stream {
-            dst.as_ptr().align_offset(64).min(dst.len())
-        } else {
-            dst.len()
-        };
+        // Plain: all of dst at once. Streamed: the plain head, then the rest in scratch pieces.
+        let head = self.plain_head(dst);
         let mut scratch = Scratch([MaybeUninit::uninit(); PIECE_BYTES]);
         // SAFETY: the scratch is 64-byte aligned and holds PIECE_BYTES bytes, a whole number of
         // T when streaming (size_of::<T>() divides 64, checked in for_output).
@@ -95,11 +100,7 @@ impl Writer {
     /// dst = src, streamed straight from src when the output is large.
     pub fn copy<T: Copy>(self, dst: &mut [MaybeUninit<T>], src: &[T]) {
         assert_eq!(dst.len(), src.len(), "Writer::copy: lengths differ");
-        let head = if self.stream {
-            dst.as_ptr().align_offset(64).min(dst.len())
-        } else {
-            dst.len()
-        };
+        let head = self.plain_head(dst);
         // SAFETY: both ranges are in bounds, of equal lengths, and a fresh dst cannot overlap src.
         unsafe {
             std::ptr::copy_nonoverlapping(src.as_ptr(), dst.as_mut_ptr() as *mut T, head);
@@ -128,7 +129,7 @@ impl Writer {
 /// thread moved 15-20 GB/s on the development VM, this copy 30-35.
 pub fn copy_streamed<T: Copy>(dst: &mut [T], src: &[T]) {
     let writer = Writer {
-        stream: cfg!(target_arch = "x86_64") && size_of::<T>() > 0 && 64 % size_of::<T>() == 0,
+        stream: Writer::can_stream::<T>(),
     };
     // SAFETY: MaybeUninit<T> has T's layout, and the copy writes only initialised values.
     let dst = unsafe { &mut *(dst as *mut [T] as *mut [MaybeUninit<T>]) };

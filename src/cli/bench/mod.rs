@@ -163,9 +163,11 @@ pub fn run(args: BenchArgs) -> Result<()> {
         }
         None => None,
     };
-    let mut ceiling = match device {
-        Device::Cpu => {
-            let c = ceilings::measure(3);
+    // CPU: the buffers of the memory ceiling, measured at the start and again beside byte rows.
+    let mut probe = matches!(device, Device::Cpu).then(ceilings::CopyProbe::new);
+    let mut ceiling = match probe.as_mut() {
+        Some(probe) => {
+            let c = ceilings::measure(3, probe);
             Ceiling {
                 gflops: Some(c.fma_gflops),
                 bf16_gflops: c.bf16.map(|b| b.1),
@@ -173,7 +175,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 source: c.to_json(),
             }
         }
-        _ => Ceiling {
+        None => Ceiling {
             gflops: None,
             bf16_gflops: None,
             gbps: None,
@@ -187,7 +189,6 @@ pub fn run(args: BenchArgs) -> Result<()> {
         Device::Cuda(_) => Some(Tensor::zeros(&[64 << 20], DType::F32, device)?),
         _ => None,
     };
-    let mut probe = matches!(device, Device::Cpu).then(ceilings::CopyProbe::new);
     let mut rows = Vec::new();
     for w in &workloads {
         match bench_one(w, device, &args, flush.as_ref(), peer.as_mut(), probe.as_mut()) {
