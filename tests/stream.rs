@@ -87,3 +87,32 @@ fn denoise_step_matches_small_outputs() {
         }
     }
 }
+
+#[test]
+fn cross_entropy_backward_rows_match_small_outputs() {
+    let mut rng = Rng::new(4);
+    let x = randn(&mut rng, &[ROWS, COLS]);
+    // Targets at both ends of a row, at piece boundaries and past them, and ignored rows.
+    let target_of = |row: usize| match row % 7 {
+        0 => 0,
+        1 => COLS as i64 - 1,
+        2 => -100,
+        3 => 128,
+        4 => 127,
+        _ => ((row * 7919) % COLS) as i64,
+    };
+    let targets: Vec<i64> = (0..ROWS).map(target_of).collect();
+    let t = Tensor::from_vec(targets.clone(), &[ROWS], Device::Cpu).unwrap();
+    let g = randn(&mut rng, &[ROWS]);
+    let xv = x.to_var().unwrap();
+    let loss = vlk::autograd::with_grad(|| xv.cross_entropy_per_row(&t, -100)).unwrap();
+    let dx = values(loss.backward_with_grad(&g).unwrap().get(&xv).unwrap());
+    for (start, len) in SPANS {
+        let xs = rows(&x, start, len).to_var().unwrap();
+        let ts = Tensor::from_vec(targets[start..start + len].to_vec(), &[len], Device::Cpu).unwrap();
+        let ls = vlk::autograd::with_grad(|| xs.cross_entropy_per_row(&ts, -100)).unwrap();
+        let dxs = ls.backward_with_grad(&rows(&g, start, len)).unwrap().get(&xs).unwrap().clone();
+        let span = start * COLS..(start + len) * COLS;
+        assert_eq!(&dx[span], &values(&dxs)[..], "cross-entropy backward rows {start}..{}", start + len);
+    }
+}

@@ -5,6 +5,7 @@
 //! (4 B per f32 element), backward reads them and writes the gradient.
 
 use super::float::{filled, float_data, Float, FloatData, FloatOut};
+use super::stream::Writer;
 use super::vmath::{exp_shifted_scaled, lane_sum, logsumexp};
 use super::CpuStorage;
 use crate::{with_float, with_float2, Error, Layout, Result};
@@ -27,13 +28,20 @@ fn rows_map<T: Float>(x: &[T], c: usize, f: impl Fn(&[T], &mut [MaybeUninit<T>])
 pub fn softmax(x: &CpuStorage, layout: &Layout, log: bool) -> Result<CpuStorage> {
     let (_, c) = last_dim(layout, "softmax")?;
     let data = float_data(x, layout, "softmax")?;
-    Ok(with_float!(data, x => rows_map(x, c, |r, o| {
+    Ok(with_float!(data, x => softmax_rows(x, c, log)).into_storage(x.dtype()))
+}
+
+fn softmax_rows<T: Float>(x: &[T], c: usize, log: bool) -> Vec<T> {
+    rows_map(x, c, |r, o| {
         let lse = logsumexp(r);
-        for (o, &v) in o.iter_mut().zip(r) {
-            o.write(if log { v - lse } else { (v - lse).exp() });
+        if log {
+            for (o, &v) in o.iter_mut().zip(r) {
+                o.write(v - lse);
+            }
+        } else {
+            exp_shifted_scaled(o, r, lse, T::ONE);
         }
-    }))
-    .into_storage(x.dtype()))
+    })
 }
 
 pub fn softmax_backward(y: &CpuStorage, ly: &Layout, grad: &CpuStorage, lg: &Layout, log: bool) -> Result<CpuStorage> {
@@ -135,6 +143,7 @@ pub fn xent_backward(
     let lsed = float_data(lse, &Layout::contiguous(&[rows]), op)?;
     let gd = float_data(grad, lg, op)?;
     fn run<T: Float>(x: &[T], lse: &[T], g: &[T], c: usize, targets: &[i64], ignore: i64) -> Vec<T> {
+        let writer = Writer::for_output::<T>(x.len());
         // SAFETY: every row is written whole, ignored rows with zeros.
         unsafe {
             filled(x.len(), |out| {
@@ -144,9 +153,14 @@ pub fn xent_backward(
                         o.fill(MaybeUninit::new(T::ZERO));
                         return;
                     }
-                    exp_shifted_scaled(o, &x[row * c..(row + 1) * c], lse[row], g[row]);
-                    let at = &mut o[t as usize];
-                    at.write(at.assume_init_read() - g[row]);
+                    let (xr, t) = (&x[row * c..(row + 1) * c], t as usize);
+                    writer.fill(o, |at, piece| {
+                        exp_shifted_scaled(piece, &xr[at..at + piece.len()], lse[row], g[row]);
+                        if let Some(v) = t.checked_sub(at).and_then(|i| piece.get_mut(i)) {
+                            v.write(v.assume_init_read() - g[row]);
+                        }
+                    });
+                    writer.finish();
                 })
             })
         }
