@@ -356,19 +356,30 @@ pub fn exp_shifted_sum<T: Float>(xs: &mut [T], shift: T) -> T {
     sum
 }
 
-/// The sum of f(x) over xs with 16 independent partial sums, so the loop vectorises (a single
-/// running sum is one dependent add chain, four times slower than memory).
+/// The sum of f(x) over xs with 64 independent partial sums (four AVX-512 registers of f32), so
+/// the loop vectorises and keeps four add chains in flight: a single running sum is one
+/// dependent add chain, four times slower than memory, and one register of partial sums still
+/// waited on the add's latency (layer norm's row sums).
 #[inline(always)]
 pub fn lane_sum<T: Float>(xs: &[T], f: impl Fn(T) -> T) -> T {
-    let mut acc = [T::ZERO; 16];
-    let mut chunks = xs.chunks_exact(16);
-    for c in &mut chunks {
+    let mut acc = [T::ZERO; 64];
+    let mut blocks = xs.chunks_exact(64);
+    for b in &mut blocks {
+        for (a, &x) in acc.iter_mut().zip(b) {
+            *a += f(x);
+        }
+    }
+    let mut rest = blocks.remainder().chunks_exact(16);
+    for c in &mut rest {
         for (a, &x) in acc.iter_mut().zip(c) {
             *a += f(x);
         }
     }
-    let tail = chunks.remainder().iter().fold(T::ZERO, |s, &x| s + f(x));
-    acc.iter().fold(tail, |s, &a| s + a)
+    let tail = rest.remainder().iter().fold(T::ZERO, |s, &x| s + f(x));
+    for i in 0..16 {
+        acc[i] = (acc[i] + acc[i + 16]) + (acc[i + 32] + acc[i + 48]);
+    }
+    acc[..16].iter().fold(tail, |s, &a| s + a)
 }
 
 /// The maximum of xs (-inf when empty; NaNs are passed over) with 16 independent running maxima.
