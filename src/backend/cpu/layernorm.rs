@@ -1,10 +1,10 @@
 //! Fused layer norm over the last dim, one pass over memory: each row is read once into L1, its
 //! mean and variance (two sweeps of the cached row, 64 partial sums each) and output computed
-//! there; forward prefetches the row two ahead meanwhile (32768x1024: 15 ms against 17).
-//! Forward keeps mean and 1/std per row. Backward takes a row's two sums in one sweep, then
-//! writes dx while prefetching the rows two ahead, and sums dgamma/dbeta into one partial row
-//! per rayon split, reduced at the end (two stages, as the GPU kernel does): 32768x1024 24-30
-//! -> 20-22 ms. Outputs past the cache are streamed (`stream::Writer`).
+//! there, while the rows `PREFETCH_ROWS` ahead are prefetched a piece at a time. Forward keeps
+//! mean and 1/std per row. Backward takes a row's two sums in one sweep, then writes dx, and sums
+//! dgamma/dbeta into one partial row per rayon split, reduced at the end (two stages, as the GPU
+//! kernel does). Outputs past the cache are streamed (`stream::Writer`). On the EPYC VM,
+//! 32768x1024: forward 13.4 -> 11.2 ms, backward 24-30 -> 20-22 ms (BENCHMARKS.md, sixth session).
 //! Bytes: forward reads x, writes y (8 B per f32 element); backward reads x and dy, writes dx.
 
 use super::float::{filled, float_data, Float, FloatData, FloatOut};
@@ -34,6 +34,10 @@ fn row_stats<T: Float>(x: &[T], eps: T) -> (T, T) {
     (mu, T::ONE / (var + eps).sqrt())
 }
 
+/// How many rows ahead the inputs are prefetched, a piece of the prefetch with each piece of
+/// output written (a whole row asked for at its start held up the loads behind it).
+const PREFETCH_ROWS: usize = 4;
+
 /// Rows per parallel task of the forward (each task ends with one `Writer::finish`): up to 64,
 /// fewer when that would leave a thread with under four tasks.
 fn rows_per_task(rows: usize) -> usize {
@@ -57,13 +61,13 @@ fn forward_impl<T: Float>(x: &[T], g: &[T], b: &[T], c: usize, eps: f64) -> (Vec
                         #[inline(always)]
                         || {
                             for (((y, x), m), rs) in y.chunks_mut(c).zip(x.chunks(c)).zip(mean).zip(rstd) {
-                                prefetch_span(x.as_ptr().wrapping_add(2 * c), c);
                                 let (mu, r) = row_stats(x, eps);
                                 // y = (x - mean) / std * g + b
                                 writer.fill(
                                     y,
                                     #[inline(always)]
                                     |at, y| {
+                                        prefetch_span(x.as_ptr().wrapping_add(PREFETCH_ROWS * c + at), y.len());
                                         for (((y, &x), &g), &b) in y.iter_mut().zip(&x[at..]).zip(&g[at..]).zip(&b[at..]) {
                                             y.write((x - mu) * r * g + b);
                                         }
@@ -134,8 +138,8 @@ fn backward_rows<T: Float>(
             dxr,
             #[inline(always)]
             |at, dxr| {
-                prefetch_span(xr.as_ptr().wrapping_add(2 * c + at), dxr.len());
-                prefetch_span(dyr.as_ptr().wrapping_add(2 * c + at), dxr.len());
+                prefetch_span(xr.as_ptr().wrapping_add(PREFETCH_ROWS * c + at), dxr.len());
+                prefetch_span(dyr.as_ptr().wrapping_add(PREFETCH_ROWS * c + at), dxr.len());
                 let terms = xr[at..].iter().zip(&dyr[at..]).zip(&g[at..]).zip(&mut dg[at..]).zip(&mut db[at..]);
                 for (dx, ((((&x, &dy), &g), dg), db)) in dxr.iter_mut().zip(terms) {
                     let xhat = (x - mu) * r;
