@@ -359,27 +359,33 @@ pub fn exp_shifted_sum<T: Float>(xs: &mut [T], shift: T) -> T {
 /// The sum of f(x) over xs with 64 independent partial sums (four AVX-512 registers of f32), so
 /// the loop vectorises and keeps four add chains in flight: a single running sum is one
 /// dependent add chain, four times slower than memory, and one register of partial sums still
-/// waited on the add's latency (layer norm's row sums).
+/// waited on the add's latency (layer norm's row sums). The four are separate arrays: as one
+/// [T; 64], LLVM kept the sums on the stack and every add waited on a store and a load (layer
+/// norm forward in L2 on the EPYC VM: 0.8 ns an element).
 #[inline(always)]
 pub fn lane_sum<T: Float>(xs: &[T], f: impl Fn(T) -> T) -> T {
-    let mut acc = [T::ZERO; 64];
-    let mut blocks = xs.chunks_exact(64);
-    for b in &mut blocks {
-        for (a, &x) in acc.iter_mut().zip(b) {
+    let add = |acc: &mut [T; 16], xs: &[T]| {
+        for (a, &x) in acc.iter_mut().zip(xs) {
             *a += f(x);
         }
+    };
+    let (mut a0, mut a1, mut a2, mut a3) = ([T::ZERO; 16], [T::ZERO; 16], [T::ZERO; 16], [T::ZERO; 16]);
+    let mut blocks = xs.chunks_exact(64);
+    for b in &mut blocks {
+        add(&mut a0, &b[..16]);
+        add(&mut a1, &b[16..32]);
+        add(&mut a2, &b[32..48]);
+        add(&mut a3, &b[48..]);
     }
     let mut rest = blocks.remainder().chunks_exact(16);
     for c in &mut rest {
-        for (a, &x) in acc.iter_mut().zip(c) {
-            *a += f(x);
-        }
+        add(&mut a0, c);
     }
     let tail = rest.remainder().iter().fold(T::ZERO, |s, &x| s + f(x));
-    for i in 0..16 {
-        acc[i] = (acc[i] + acc[i + 16]) + (acc[i + 32] + acc[i + 48]);
+    for (((s, &b), &c), &d) in a0.iter_mut().zip(&a1).zip(&a2).zip(&a3) {
+        *s += (b + c) + d;
     }
-    acc[..16].iter().fold(tail, |s, &a| s + a)
+    a0.iter().fold(tail, |s, &a| s + a)
 }
 
 /// The maximum of xs (-inf when empty; NaNs are passed over) with 16 independent running maxima.
