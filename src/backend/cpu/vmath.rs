@@ -411,7 +411,8 @@ mod tests {
 
     /// Both evaluations of exp: separate multiply-adds and fused ones (outside an FMA build the
     /// fused one calls libm's fmaf, which rounds the same way).
-    const EXPS: [(&str, fn(f32) -> f32); 2] = [("separate", exp_with::<Separate>), ("fused", exp_with::<Fused>)];
+    type Exp = fn(f32) -> f32;
+    const EXPS: [(&str, Exp); 2] = [("separate", exp_with::<Separate>), ("fused", exp_with::<Fused>)];
 
     #[test]
     fn exp_matches_std_to_a_few_ulps() {
