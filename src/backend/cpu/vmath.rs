@@ -45,7 +45,8 @@ pub fn exp_f32(x: f32) -> f32 {
     exp_with::<Separate>(x)
 }
 
-/// exp with its multiply-adds evaluated as M says: 20 vector instructions fused, 28 separate.
+/// exp with its multiply-adds evaluated as M says. Fused, the AVX-512 loop of logsumexp spends 19
+/// instructions an exp (27 with separate multiply-adds and the selects for small inputs and NaN).
 #[inline(always)]
 fn exp_with<M: MulAdd>(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
