@@ -1,19 +1,25 @@
 //! Fused layer norm over the last dim, one pass over memory: each row is read once into L1, its
-//! mean and variance (two sweeps of the cached row, 64 partial sums each) and output computed
-//! there, while the rows `PREFETCH_ROWS` ahead are prefetched a piece at a time. Forward keeps
-//! mean and 1/std per row. Backward takes a row's two sums in one sweep, then writes dx, and sums
-//! dgamma/dbeta into one partial row per rayon split, reduced at the end (two stages, as the GPU
-//! kernel does). Outputs past the cache are streamed (`stream::Writer`). On the EPYC VM,
-//! 32768x1024: forward 13.4 -> 11.2 ms, backward 24-30 -> 20-22 ms (BENCHMARKS.md, sixth session).
+//! mean and variance (two sweeps of the cached row) and output computed there, while the rows
+//! ahead are prefetched. Forward keeps mean and 1/std per row. Backward takes a row's two sums in
+//! one sweep, then writes dx, and sums dgamma/dbeta into one partial row per rayon split, reduced
+//! at the end (two stages, as the GPU kernel does). Outputs past the cache are streamed.
+//!
+//! f32 on a CPU with AVX-512 runs the rows of `layernorm/avx512.rs` (intrinsics); f64, and f32
+//! elsewhere, the generic rows here, which the compiler vectorises (64 partial sums a row,
+//! `stream::Writer` for the output). On the EPYC VM at 32768x1024 the AVX-512 backward takes
+//! 14-19 ms against the generic rows' 21-29 (BENCHMARKS.md, seventh session).
 //! Bytes: forward reads x, writes y (8 B per f32 element); backward reads x and dy, writes dx.
 
 use super::float::{filled, float_data, Float, FloatData, FloatOut};
 use super::stream::Writer;
-use super::vmath::{lane_sum, prefetch_span, vectorised};
+use super::vmath::{as_f32, as_f32_mut, as_f32_uninit, lane_sum, prefetch_span, vectorised};
 use super::CpuStorage;
 use crate::{Error, Layout, Result};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
+
+#[cfg(target_arch = "x86_64")]
+mod avx512;
 
 fn check(layout: &Layout, gamma_len: usize, op: &'static str) -> Result<(usize, usize)> {
     match layout.shape().last() {
@@ -44,6 +50,60 @@ fn rows_per_task(rows: usize) -> usize {
     rows.div_ceil(4 * rayon::current_num_threads()).clamp(1, 64)
 }
 
+/// y, mean and 1/std for a run of rows (x, y: rows x c; mean, rstd: per row) through `writer`:
+/// the generic rows, vectorised by the compiler.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn forward_rows<T: Float>(writer: Writer, y: &mut [MaybeUninit<T>], x: &[T], g: &[T], b: &[T], eps: T, mean: &mut [T], rstd: &mut [T]) {
+    let c = g.len();
+    for (((y, x), m), rs) in y.chunks_mut(c).zip(x.chunks(c)).zip(mean).zip(rstd) {
+        let (mu, r) = row_stats(x, eps);
+        // y = (x - mean) / std * g + b
+        writer.fill(
+            y,
+            #[inline(always)]
+            |at, y| {
+                prefetch_span(x.as_ptr().wrapping_add(PREFETCH_ROWS * c + at), y.len());
+                for (((y, &x), &g), &b) in y.iter_mut().zip(&x[at..]).zip(&g[at..]).zip(&b[at..]) {
+                    y.write((x - mu) * r * g + b);
+                }
+            },
+        );
+        (*m, *rs) = (mu, r);
+    }
+}
+
+/// The same rows through the AVX-512 kernel (layernorm/avx512.rs) when T is f32 and the CPU has
+/// AVX-512F; false when the generic rows must run instead.
+#[allow(clippy::too_many_arguments)]
+fn forward_rows_avx512<T: Float>(
+    writer: Writer,
+    y: &mut [MaybeUninit<T>],
+    x: &[T],
+    g: &[T],
+    b: &[T],
+    eps: T,
+    mean: &mut [T],
+    rstd: &mut [T],
+) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if let (Some(y), Some(x), Some(g), Some(b), Some(mean), Some(rstd)) = (
+        as_f32_uninit(y),
+        as_f32(x),
+        as_f32(g),
+        as_f32(b),
+        as_f32_mut(mean),
+        as_f32_mut(rstd),
+    ) {
+        if std::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the feature was detected; the slices hold mean.len() rows of g.len().
+            unsafe { avx512::forward_rows(writer.streams(), y, x, g, b, eps.to_f64() as f32, mean, rstd) };
+            return true;
+        }
+    }
+    false
+}
+
 fn forward_impl<T: Float>(x: &[T], g: &[T], b: &[T], c: usize, eps: f64) -> (Vec<T>, Vec<T>, Vec<T>) {
     let rows = x.len() / c;
     let (eps, block) = (T::from_f64(eps), rows_per_task(rows));
@@ -57,27 +117,13 @@ fn forward_impl<T: Float>(x: &[T], g: &[T], b: &[T], c: usize, eps: f64) -> (Vec
                 .zip(mean.par_chunks_mut(block).zip(rstd.par_chunks_mut(block)))
                 .zip(x.par_chunks(block * c))
                 .for_each(|((y, (mean, rstd)), x)| {
-                    vectorised(
-                        #[inline(always)]
-                        || {
-                            for (((y, x), m), rs) in y.chunks_mut(c).zip(x.chunks(c)).zip(mean).zip(rstd) {
-                                let (mu, r) = row_stats(x, eps);
-                                // y = (x - mean) / std * g + b
-                                writer.fill(
-                                    y,
-                                    #[inline(always)]
-                                    |at, y| {
-                                        prefetch_span(x.as_ptr().wrapping_add(PREFETCH_ROWS * c + at), y.len());
-                                        for (((y, &x), &g), &b) in y.iter_mut().zip(&x[at..]).zip(&g[at..]).zip(&b[at..]) {
-                                            y.write((x - mu) * r * g + b);
-                                        }
-                                    },
-                                );
-                                (*m, *rs) = (mu, r);
-                            }
-                            writer.finish();
-                        },
-                    )
+                    if !forward_rows_avx512(writer, y, x, g, b, eps, mean, rstd) {
+                        vectorised(
+                            #[inline(always)]
+                            || forward_rows(writer, y, x, g, b, eps, mean, rstd),
+                        );
+                    }
+                    writer.finish();
                 })
         })
     };
@@ -150,7 +196,40 @@ fn backward_rows<T: Float>(
             },
         );
     }
-    writer.finish();
+}
+
+/// The same rows through the AVX-512 kernel when T is f32 and the CPU has AVX-512F; false when
+/// the generic rows must run instead.
+#[allow(clippy::too_many_arguments)]
+fn backward_rows_avx512<T: Float>(
+    writer: Writer,
+    dx: &mut [MaybeUninit<T>],
+    x: &[T],
+    dy: &[T],
+    g: &[T],
+    mean: &[T],
+    rstd: &[T],
+    dg: &mut [T],
+    db: &mut [T],
+) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if let (Some(dx), Some(x), Some(dy), Some(g), Some(mean), Some(rstd), Some(dg), Some(db)) = (
+        as_f32_uninit(dx),
+        as_f32(x),
+        as_f32(dy),
+        as_f32(g),
+        as_f32(mean),
+        as_f32(rstd),
+        as_f32_mut(dg),
+        as_f32_mut(db),
+    ) {
+        if std::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the feature was detected; the slices hold mean.len() rows of g.len().
+            unsafe { avx512::backward_rows(writer.streams(), dx, x, dy, g, mean, rstd, dg, db) };
+            return true;
+        }
+    }
+    false
 }
 
 fn backward_impl<T: Float>(x: &[T], g: &[T], mean: &[T], rstd: &[T], dy: &[T], c: usize) -> (Vec<T>, Vec<T>, Vec<T>) {
@@ -173,10 +252,13 @@ fn backward_impl<T: Float>(x: &[T], g: &[T], mean: &[T], rstd: &[T], dy: &[T], c
                         let span = rows.start * c..rows.end * c;
                         let (xs, dys) = (&x[span.clone()], &dy[span]);
                         let (ms, rs) = (&mean[rows.clone()], &rstd[rows]);
-                        vectorised(
-                            #[inline(always)]
-                            || backward_rows(writer, dx_chunk, xs, dys, g, ms, rs, &mut dg, &mut db),
-                        );
+                        if !backward_rows_avx512(writer, dx_chunk, xs, dys, g, ms, rs, &mut dg, &mut db) {
+                            vectorised(
+                                #[inline(always)]
+                                || backward_rows(writer, dx_chunk, xs, dys, g, ms, rs, &mut dg, &mut db),
+                            );
+                        }
+                        writer.finish();
                         (dg, db)
                     },
                 )

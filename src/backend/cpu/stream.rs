@@ -36,6 +36,12 @@ impl Writer {
         }
     }
 
+    /// Whether this output is streamed: kernels that store for themselves stream their whole
+    /// 64-byte lines when it is.
+    pub fn streams(self) -> bool {
+        self.stream
+    }
+
     /// Whether outputs of T can be streamed here: the target has non-temporal stores and T
     /// divides a 64-byte line.
     fn can_stream<T>() -> bool {
