@@ -46,6 +46,7 @@ fn main() {
         vlk::backend::cpu::gemm_bf16::Bf16Kernel::env_cap().map(drop),
         vlk::backend::cpu::packed_weights::env_budget_mb().map(drop),
         vlk::backend::cpu::threads::env_spin_us().map(drop),
+        vlk::backend::cpu::simd::env_cap().map(drop),
     ];
     if let Some(Err(e)) = env_checks.into_iter().find(Result::is_err) {
         eprintln!("error: {e}");

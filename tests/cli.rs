@@ -505,6 +505,11 @@ fn an_unknown_bf16_kernel_cap_is_refused() {
 }
 
 #[test]
+fn an_unknown_simd_cap_is_refused() {
+    assert_env_refused("VLK_CPU_SIMD", "avx1024");
+}
+
+#[test]
 fn a_malformed_weight_cache_budget_is_refused() {
     assert_env_refused("VLK_CPU_WEIGHT_CACHE_MB", "2G");
 }

@@ -19,6 +19,7 @@
 
 use super::float::{filled, float_data, Float, FloatData, FloatOut};
 use super::packed_weights::{self, PackedB};
+use super::simd::{self, SimdLevel};
 use super::vmath::vectorised;
 use super::{gemm_bf16, CpuStorage};
 use crate::backend::Derived;
@@ -294,7 +295,7 @@ pub fn micro_kernel<T: Float>(n: usize) -> MicroKernel<T> {
         };
         // SAFETY: as above.
         let cast_edge = |f: EdgeKernel<f32, f32>| unsafe { std::mem::transmute::<_, EdgeKernel<T, T>>(f) };
-        if std::is_x86_feature_detected!("avx512f") {
+        if simd::level() >= SimdLevel::Avx512 {
             let padded = |nr: usize| n.div_ceil(nr) * nr;
             return if n >= 96 || padded(48) as f64 / 1.07 <= padded(32) as f64 {
                 MicroKernel {
@@ -314,7 +315,7 @@ pub fn micro_kernel<T: Float>(n: usize) -> MicroKernel<T> {
                 }
             };
         }
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        if simd::level() >= SimdLevel::Avx2Fma {
             return MicroKernel {
                 name: "avx2 6x16",
                 mr: 6,
@@ -435,7 +436,7 @@ fn transpose_pack_f32<T: Float>(
     dst: &mut [T],
 ) -> bool {
     #[cfg(target_arch = "x86_64")]
-    if std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>() && w >= 8 && std::is_x86_feature_detected!("avx2") {
+    if std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>() && w >= 8 && simd::level() >= SimdLevel::Avx2Fma {
         let kc = ks.len();
         let base = m.offset + l0 * line_stride + ks.start;
         if valid > 0 {

@@ -16,6 +16,7 @@
 //! (both instructions flush bf16 subnormal inputs to zero).
 
 use super::gemm::{gemm_batched_with, CStart, MatRef, MicroKernel, Operands};
+use super::simd::{self, SimdLevel};
 use crate::backend::Derived;
 use crate::{Error, Result};
 use half::bf16;
@@ -39,10 +40,11 @@ impl Bf16Kernel {
         let mut kernels = Vec::new();
         #[cfg(target_arch = "x86_64")]
         {
-            if (cap.is_empty() || cap == "amx") && amx::ready() {
+            let avx512 = simd::level() >= SimdLevel::Avx512;
+            if (cap.is_empty() || cap == "amx") && avx512 && amx::ready() {
                 kernels.push(Bf16Kernel::Amx);
             }
-            if cap != "f32" && std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512bf16") {
+            if cap != "f32" && avx512 && std::is_x86_feature_detected!("avx512bf16") {
                 kernels.push(Bf16Kernel::Avx512);
             }
         }
@@ -263,7 +265,7 @@ fn transpose_words(
     from_p: &mut [usize],
 ) {
     #[cfg(target_arch = "x86_64")]
-    if w >= 8 && std::is_x86_feature_detected!("avx2") {
+    if w >= 8 && simd::level() >= SimdLevel::Avx2Fma {
         let whole = ks.len() / 2;
         let (full_l, full_p) = (valid / 8 * 8, whole / 8 * 8);
         let base = m.offset + l0 * line_stride + ks.start;

@@ -11,6 +11,7 @@
 //! Bytes: forward reads x, writes y (8 B per f32 element); backward reads x and dy, writes dx.
 
 use super::float::{filled, float_data, Float, FloatData, FloatOut};
+use super::simd::{self, SimdLevel};
 use super::stream::Writer;
 use super::vmath::{as_f32, as_f32_mut, as_f32_uninit, lane_sum, prefetch_span, vectorised};
 use super::CpuStorage;
@@ -95,7 +96,7 @@ fn forward_rows_avx512<T: Float>(
         as_f32_mut(mean),
         as_f32_mut(rstd),
     ) {
-        if std::is_x86_feature_detected!("avx512f") {
+        if simd::level() == SimdLevel::Avx512 {
             // SAFETY: the feature was detected; the slices hold mean.len() rows of g.len().
             unsafe { avx512::forward_rows(writer.streams(), y, x, g, b, eps.to_f64() as f32, mean, rstd) };
             return true;
@@ -223,7 +224,7 @@ fn backward_rows_avx512<T: Float>(
         as_f32_mut(dg),
         as_f32_mut(db),
     ) {
-        if std::is_x86_feature_detected!("avx512f") {
+        if simd::level() == SimdLevel::Avx512 {
             // SAFETY: the feature was detected; the slices hold mean.len() rows of g.len().
             unsafe { avx512::backward_rows(writer.streams(), dx, x, dy, g, mean, rstd, dg, db) };
             return true;

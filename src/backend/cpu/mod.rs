@@ -14,6 +14,7 @@ mod index;
 mod layernorm;
 pub mod packed_weights;
 mod reduce;
+pub mod simd;
 mod softmax;
 pub mod stream;
 pub mod threads;

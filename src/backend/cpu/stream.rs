@@ -152,7 +152,7 @@ unsafe fn store_lines(dst: *mut u8, src: *const u8, bytes: usize) {
     let lines = bytes / 64;
     #[cfg(target_arch = "x86_64")]
     {
-        if std::is_x86_feature_detected!("avx512f") {
+        if super::simd::level() == super::simd::SimdLevel::Avx512 {
             // SAFETY: the feature was detected; the caller's guarantees cover the lines.
             unsafe { x86::lines_avx512(dst, src, lines) };
         } else {

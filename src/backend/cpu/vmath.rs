@@ -17,6 +17,7 @@
 //! still gives 0.
 
 use super::float::Float;
+use super::simd::{level as simd_level, SimdLevel};
 use std::any::TypeId;
 use std::mem::MaybeUninit;
 
@@ -53,16 +54,20 @@ impl MulAdd for Separate {
 pub trait Exp16 {
     fn exp16(x: [f32; 16]) -> [f32; 16];
 
-    /// acc + v, lane by lane. The lanes of the accumulators the slice loops keep go through here
+    /// acc += v, lane by lane. The lanes of the accumulators the slice loops keep go through here
     /// too: added one by one after an intrinsic exp, LLVM split logsumexp's into pieces that
     /// went through the stack.
     #[inline(always)]
-    fn add16(acc: [f32; 16], v: [f32; 16]) -> [f32; 16] {
-        let mut out = acc;
-        for (o, &v) in out.iter_mut().zip(&v) {
-            *o += v;
+    fn add16(acc: &mut [f32; 16], v: &[f32; 16]) {
+        for (a, &v) in acc.iter_mut().zip(v) {
+            *a += v;
         }
-        out
+    }
+
+    /// acc += exp(x - shift), lane by lane.
+    #[inline(always)]
+    fn add_exp16(acc: &mut [f32; 16], x: &[f32; 16], shift: f32) {
+        Self::add16(acc, &Self::exp16(shifted(x, shift)))
     }
 
     #[inline(always)]
@@ -79,6 +84,15 @@ impl<M: MulAdd> Exp16 for M {
             *e = exp_with::<M>(x);
         }
         e
+    }
+
+    /// One lane loop: through exp16 and add16, the AVX2 build of logsumexp kept its
+    /// accumulators on the stack.
+    #[inline(always)]
+    fn add_exp16(acc: &mut [f32; 16], x: &[f32; 16], shift: f32) {
+        for (a, &x) in acc.iter_mut().zip(x) {
+            *a += exp_with::<M>(x - shift);
+        }
     }
 }
 
@@ -103,19 +117,21 @@ impl Exp16 for Scalef {
     }
 
     #[inline(always)]
-    fn add16(acc: [f32; 16], v: [f32; 16]) -> [f32; 16] {
+    fn add16(acc: &mut [f32; 16], v: &[f32; 16]) {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as in exp16.
         unsafe {
             use std::arch::x86_64::{__m512, _mm512_add_ps};
             let (a, v) = (
-                std::mem::transmute::<[f32; 16], __m512>(acc),
-                std::mem::transmute::<[f32; 16], __m512>(v),
+                std::mem::transmute::<[f32; 16], __m512>(*acc),
+                std::mem::transmute::<[f32; 16], __m512>(*v),
             );
-            std::mem::transmute::<__m512, [f32; 16]>(_mm512_add_ps(a, v))
+            *acc = std::mem::transmute::<__m512, [f32; 16]>(_mm512_add_ps(a, v));
         }
         #[cfg(not(target_arch = "x86_64"))]
-        std::array::from_fn(|i| acc[i] + v[i])
+        for (a, &v) in acc.iter_mut().zip(v) {
+            *a += v;
+        }
     }
 }
 
@@ -229,12 +245,12 @@ fn exp_shifted_sum_f32<E: Exp16>(xs: &mut [f32], shift: f32) -> f32 {
     for c in &mut chunks {
         let e = E::exp16(shifted(c, shift));
         c.copy_from_slice(&e);
-        acc = E::add16(acc, e);
+        E::add16(&mut acc, &e);
     }
     let tail = chunks.into_remainder();
     let e = E::exp16(shifted(&tail_block(tail), shift));
     tail.copy_from_slice(&e[..tail.len()]);
-    acc = E::add16(acc, e);
+    E::add16(&mut acc, &e);
     acc.iter().sum::<f32>()
 }
 
@@ -296,9 +312,9 @@ fn logsumexp_f32<E: Exp16>(xs: &[f32]) -> f32 {
         let mut blocks = chunk.chunks_exact(16);
         for (j, b) in (&mut blocks).enumerate() {
             prefetch(next.wrapping_add(j * 16));
-            acc = E::add16(acc, E::exp16(shifted(b, max)));
+            E::add_exp16(&mut acc, b.try_into().expect("16-element block"), max);
         }
-        acc = E::add16(acc, E::exp16(shifted(&tail_block(blocks.remainder()), max)));
+        E::add_exp16(&mut acc, &tail_block(blocks.remainder()), max);
         sum += acc.iter().sum::<f32>();
     }
     if max == f32::NEG_INFINITY && !sum.is_nan() {
@@ -396,7 +412,7 @@ pub fn narrow_bf16(src: &[f32]) -> Vec<half::bf16> {
 }
 
 /// Runs `f` compiled for the widest vector unit this CPU has (AVX-512, else AVX2+FMA, else the
-/// baseline): `f` is inlined into a function built with those features, so the loops in it
+/// baseline; `simd::level`): `f` is inlined into a function built with those features, so the loops in it
 /// vectorise at that width. For generic loops the `multiversion!` macro cannot name. Pass the
 /// closure as `vectorised(#[inline(always)] || ...)`: a closure LLVM declines to inline stays a
 /// baseline (SSE2) function, and the features do nothing for it.
@@ -409,27 +425,6 @@ pub fn vectorised<R>(f: impl FnOnce() -> R) -> R {
         SimdLevel::Avx2Fma => unsafe { with_avx2_fma(f) },
         SimdLevel::Baseline => f(),
     }
-}
-
-/// The widest vector unit of this CPU that the `vectorised` builds use.
-enum SimdLevel {
-    Avx512,
-    Avx2Fma,
-    Baseline,
-}
-
-#[inline(always)]
-fn simd_level() -> SimdLevel {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("fma") {
-            return SimdLevel::Avx512;
-        }
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-            return SimdLevel::Avx2Fma;
-        }
-    }
-    SimdLevel::Baseline
 }
 
 /// Runs f inlined into a function built for AVX-512 (and FMA). Unsafe: the CPU must have both.

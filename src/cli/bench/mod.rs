@@ -18,6 +18,7 @@ use crate::cli::ceilings;
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use torch_peer::TorchPeer;
+use vlk::backend::cpu::simd::SimdLevel;
 use vlk::backend::gpu;
 use vlk::{DType, Device, Result, Tensor};
 use workloads::{Suite, Work, Workload};
@@ -219,11 +220,23 @@ pub fn run(args: BenchArgs) -> Result<()> {
 fn report_json(rows: &[Row], device: Device, ceiling: &Ceiling, peer: Option<&TorchPeer>) -> Value {
     let items: Vec<Value> = rows.iter().map(|r| row_json(r, device, ceiling)).collect();
     let torch = peer.map(|p| p.hello.clone());
-    json!({"device": device.to_string(), "threads": rayon::current_num_threads(), "ceiling": ceiling.source, "torch": torch, "rows": items})
+    json!({"device": device.to_string(), "threads": rayon::current_num_threads(), "cpu_simd": simd_name(), "ceiling": ceiling.source, "torch": torch, "rows": items})
+}
+
+/// The vector unit the CPU kernels use (`VLK_CPU_SIMD` may cap it below the CPU's).
+fn simd_name() -> &'static str {
+    match vlk::backend::cpu::simd::level() {
+        SimdLevel::Avx512 => "AVX-512",
+        SimdLevel::Avx2Fma => "AVX2+FMA",
+        SimdLevel::Baseline => "baseline SIMD",
+    }
 }
 
 fn describe(device: Device, ceiling: &Ceiling, torch: Option<&Value>) -> String {
     let mut s = format!("vlk bench on {device}, {} threads", rayon::current_num_threads());
+    if device == Device::Cpu {
+        s += &format!(" ({})", simd_name());
+    }
     if let (Some(f), Some(b)) = (ceiling.gflops, ceiling.gbps) {
         s += &format!("; ceilings: FMA {f:.0} GFLOP/s, copy {b:.1} GB/s");
         if let Some(h) = ceiling.bf16_gflops {
