@@ -7,7 +7,7 @@
 //! f32 on a CPU with AVX-512 runs the rows of `layernorm/avx512.rs` (intrinsics); f64, and f32
 //! elsewhere, the generic rows here, which the compiler vectorises (64 partial sums a row,
 //! `stream::Writer` for the output). On the EPYC VM at 32768x1024 the AVX-512 backward takes
-//! 14-19 ms against the generic rows' 21-29 (BENCHMARKS.md, seventh session).
+//! 13.8-16 ms against the generic rows' 19-21 (BENCHMARKS.md, seventh session).
 //! Bytes: forward reads x, writes y (8 B per f32 element); backward reads x and dy, writes dx.
 
 use super::float::{filled, float_data, Float, FloatData, FloatOut};
