@@ -16,7 +16,7 @@
 //! 12.5-17.8 to 8.5-9.5 ms on the EPYC VM. Its results below -88 are the subnormals, not 0; -inf
 //! still gives 0.
 
-use super::float::Float;
+use super::float::{filled, Float};
 use super::simd::{level as simd_level, SimdLevel};
 use std::any::TypeId;
 use std::mem::MaybeUninit;
@@ -383,32 +383,37 @@ multiversion!(logsumexp_dispatch(xs: &[f32]) -> f32 = logsumexp_f32::<Exp16>);
 multiversion!(exp_shifted_scaled_dispatch(out: &mut [MaybeUninit<f32>], xs: &[f32], shift: f32, scale: f32) -> () = exp_shifted_scaled_f32::<Exp16>);
 
 /// f32 -> bf16 bits, rounded to nearest even (NaN stays a quiet NaN): as `half::bf16::from_f32`,
-/// written so the loop vectorises.
+/// written so the loop vectorises. Writes every element of dst (as long as src).
 #[inline(always)]
-fn narrow_bf16_f32(dst: &mut [u16], src: &[f32]) {
+fn narrow_bf16_f32(dst: &mut [MaybeUninit<u16>], src: &[f32]) {
     for (d, &x) in dst.iter_mut().zip(src) {
         let bits = x.to_bits();
         let rounded = (bits.wrapping_add(0x7fff + ((bits >> 16) & 1)) >> 16) as u16;
-        *d = if x.is_nan() { (bits >> 16) as u16 | 0x0040 } else { rounded };
+        d.write(if x.is_nan() { (bits >> 16) as u16 | 0x0040 } else { rounded });
     }
 }
 
-multiversion!(narrow_bf16_dispatch(dst: &mut [u16], src: &[f32]) -> () = narrow_bf16_f32);
+multiversion!(narrow_bf16_dispatch(dst: &mut [MaybeUninit<u16>], src: &[f32]) -> () = narrow_bf16_f32);
 
-/// Narrows f32 to bf16 (round to nearest even), in parallel for large buffers.
+/// Narrows f32 to bf16 (round to nearest even), in parallel for large buffers, into a fresh
+/// buffer that is written once (no zero fill first).
 pub fn narrow_bf16(src: &[f32]) -> Vec<half::bf16> {
     use rayon::prelude::*;
-    let mut out = vec![half::bf16::ZERO; src.len()];
-    let dst: &mut [u16] = bytemuck::cast_slice_mut(&mut out);
     const CHUNK: usize = 1 << 16;
-    if src.len() > CHUNK {
-        dst.par_chunks_mut(CHUNK)
-            .zip(src.par_chunks(CHUNK))
-            .for_each(|(d, s)| narrow_bf16_dispatch(d, s));
-    } else {
-        narrow_bf16_dispatch(dst, src);
+    // SAFETY: the chunks cover the output, and narrow_bf16_dispatch writes each chunk whole.
+    unsafe {
+        filled(src.len(), |out: &mut [MaybeUninit<half::bf16>]| {
+            // SAFETY: bf16 is a transparent u16, so the two slices have the same layout.
+            let dst = &mut *(out as *mut [MaybeUninit<half::bf16>] as *mut [MaybeUninit<u16>]);
+            if src.len() > CHUNK {
+                dst.par_chunks_mut(CHUNK)
+                    .zip(src.par_chunks(CHUNK))
+                    .for_each(|(d, s)| narrow_bf16_dispatch(d, s));
+            } else {
+                narrow_bf16_dispatch(dst, src);
+            }
+        })
     }
-    out
 }
 
 /// Runs `f` compiled for the widest vector unit this CPU has (AVX-512, else AVX2+FMA, else the
