@@ -23,7 +23,8 @@ use std::mem::MaybeUninit;
 
 /// How exp evaluates `a * b + c`. Rust never contracts a multiply and an add into an FMA, and
 /// `f32::mul_add` is a libm call per element in code built without FMA, so the slice loops are
-/// instantiated with `Fused` in their FMA builds and `Separate` in the baseline one.
+/// instantiated with `Fused` in their AVX2+FMA build and `Separate` in the baseline one (the
+/// AVX-512 build uses `Scalef`).
 pub trait MulAdd {
     fn mul_add(a: f32, b: f32, c: f32) -> f32;
 }
