@@ -25,9 +25,9 @@ fn rows(t: &Tensor, start: usize, len: usize) -> Tensor {
 /// Row ranges spread over the output: the first rows, ones in the middle, the last ones.
 const SPANS: [(usize, usize); 3] = [(0, 5), (4099, 7), (ROWS - 3, 3)];
 
-/// Both row widths: 1025 puts every row on a different line offset; 1024 (a multiple of 16)
-/// gets the AVX-512 kernel's non-temporal stores, after a masked head when the output does not
-/// start on a line.
+/// Both row widths: 1025 puts every row on a different line offset (the generic forward rows and
+/// the AVX-512 backward rows, which store it plainly); 1024 (a multiple of 16) gets the AVX-512
+/// kernel's non-temporal stores, after a masked head when the output does not start on a line.
 #[test]
 fn layer_norm_rows_match_small_outputs() {
     for cols in [COLS, COLS - 1] {

@@ -12,8 +12,9 @@
 //! A large output's whole 16-column blocks are written with non-temporal stores
 //! (`stream::Writer`'s reasoning) when they start on 64-byte lines: a masked head block gets
 //! them there. Rows whose width is not a multiple of 16 fall on different line offsets and are
-//! stored plainly. Sums go by blocks from the row's start whatever the output's alignment, so a
-//! row's result is the same bits in any output.
+//! stored plainly (the forward leaves such widths to the generic rows). Sums go by
+//! blocks from the row's start whatever the output's alignment, so a row's result is the same
+//! bits in any output.
 //!
 //! Per element: forward 3 loads (two from L1), 1 store, 7 flops; backward 6 loads (4 from L1), 3
 //! stores (dgamma and dbeta to L1), 12 flops.
