@@ -52,61 +52,50 @@ fn rows_per_task(rows: usize) -> usize {
 }
 
 /// y, mean and 1/std for a run of rows (x, y: rows x c; mean, rstd: per row) through `writer`:
-/// the generic rows, vectorised by the compiler.
-#[inline(always)]
+/// through the AVX-512 kernel (layernorm/avx512.rs) when T is f32, the CPU has AVX-512F and the
+/// rows are a multiple of 16 wide, else through the generic rows, vectorised by the compiler.
 #[allow(clippy::too_many_arguments)]
 fn forward_rows<T: Float>(writer: Writer, y: &mut [MaybeUninit<T>], x: &[T], g: &[T], b: &[T], eps: T, mean: &mut [T], rstd: &mut [T]) {
     let c = g.len();
-    for (((y, x), m), rs) in y.chunks_mut(c).zip(x.chunks(c)).zip(mean).zip(rstd) {
-        let (mu, r) = row_stats(x, eps);
-        // y = (x - mean) / std * g + b
-        writer.fill(
-            y,
-            #[inline(always)]
-            |at, y| {
-                prefetch_span(x.as_ptr().wrapping_add(PREFETCH_ROWS * c + at), y.len());
-                for (((y, &x), &g), &b) in y.iter_mut().zip(&x[at..]).zip(&g[at..]).zip(&b[at..]) {
-                    y.write((x - mu) * r * g + b);
-                }
-            },
-        );
-        (*m, *rs) = (mu, r);
-    }
-}
-
-/// The same rows through the AVX-512 kernel (layernorm/avx512.rs) when T is f32 and the CPU has
-/// AVX-512F; false when the generic rows must run instead.
-#[allow(clippy::too_many_arguments)]
-fn forward_rows_avx512<T: Float>(
-    writer: Writer,
-    y: &mut [MaybeUninit<T>],
-    x: &[T],
-    g: &[T],
-    b: &[T],
-    eps: T,
-    mean: &mut [T],
-    rstd: &mut [T],
-) -> bool {
+    // Rows not a multiple of 16 wide take the generic rows: the kernel would store a large output
+    // of them plainly, the generic rows stream it through a scratch (32768 x 1000: 6.5-9.3 ms
+    // against 9.9-13.2). Whatever the output's size, so that a row's bits do not depend on it.
+    // (The backward measured the same either way and stays on the kernel.)
     #[cfg(target_arch = "x86_64")]
-    if let (Some(y), Some(x), Some(g), Some(b), Some(mean), Some(rstd)) = (
-        as_f32_uninit(y),
-        as_f32(x),
-        as_f32(g),
-        as_f32(b),
-        as_f32_mut(mean),
-        as_f32_mut(rstd),
-    ) {
-        // Rows not a multiple of 16 wide take the generic rows: the kernel would store a large
-        // output of them plainly, the generic rows stream it through a scratch (32768 x 1000:
-        // 6.5-9.3 ms against 9.9-13.2). Whatever the output's size, so that a row's bits do not
-        // depend on it. (The backward measured the same either way and stays on the kernel.)
-        if simd::level() == SimdLevel::Avx512 && g.len().is_multiple_of(16) {
+    if simd::level() == SimdLevel::Avx512 && c.is_multiple_of(16) {
+        if let (Some(y), Some(x), Some(g), Some(b), Some(mean), Some(rstd)) = (
+            as_f32_uninit(y),
+            as_f32(x),
+            as_f32(g),
+            as_f32(b),
+            as_f32_mut(mean),
+            as_f32_mut(rstd),
+        ) {
             // SAFETY: the feature was detected; the slices hold mean.len() rows of g.len().
             unsafe { avx512::forward_rows(writer.streams(), y, x, g, b, eps.to_f64() as f32, mean, rstd) };
-            return true;
+            return;
         }
     }
-    false
+    vectorised(
+        #[inline(always)]
+        || {
+            for (((y, x), m), rs) in y.chunks_mut(c).zip(x.chunks(c)).zip(mean).zip(rstd) {
+                let (mu, r) = row_stats(x, eps);
+                // y = (x - mean) / std * g + b
+                writer.fill(
+                    y,
+                    #[inline(always)]
+                    |at, y| {
+                        prefetch_span(x.as_ptr().wrapping_add(PREFETCH_ROWS * c + at), y.len());
+                        for (((y, &x), &g), &b) in y.iter_mut().zip(&x[at..]).zip(&g[at..]).zip(&b[at..]) {
+                            y.write((x - mu) * r * g + b);
+                        }
+                    },
+                );
+                (*m, *rs) = (mu, r);
+            }
+        },
+    )
 }
 
 fn forward_impl<T: Float>(x: &[T], g: &[T], b: &[T], c: usize, eps: f64) -> (Vec<T>, Vec<T>, Vec<T>) {
@@ -122,12 +111,7 @@ fn forward_impl<T: Float>(x: &[T], g: &[T], b: &[T], c: usize, eps: f64) -> (Vec
                 .zip(mean.par_chunks_mut(block).zip(rstd.par_chunks_mut(block)))
                 .zip(x.par_chunks(block * c))
                 .for_each(|((y, (mean, rstd)), x)| {
-                    if !forward_rows_avx512(writer, y, x, g, b, eps, mean, rstd) {
-                        vectorised(
-                            #[inline(always)]
-                            || forward_rows(writer, y, x, g, b, eps, mean, rstd),
-                        );
-                    }
+                    forward_rows(writer, y, x, g, b, eps, mean, rstd);
                     writer.finish();
                 })
         })
@@ -166,8 +150,8 @@ fn dxhat_sums<T: Float>(x: &[T], dy: &[T], g: &[T], mu: T, r: T) -> (T, T) {
 }
 
 /// dx for a run of rows (x, dy, dx: rows x c; mean, rstd: per row) through `writer`, adding the
-/// rows' dgamma and dbeta terms into dg and db.
-#[inline(always)]
+/// rows' dgamma and dbeta terms into dg and db: through the AVX-512 kernel when T is f32 and the
+/// CPU has AVX-512F, else through the generic rows, vectorised by the compiler.
 #[allow(clippy::too_many_arguments)]
 fn backward_rows<T: Float>(
     writer: Writer,
@@ -180,61 +164,49 @@ fn backward_rows<T: Float>(
     dg: &mut [T],
     db: &mut [T],
 ) {
-    let c = g.len();
-    let n = T::from_f64(c as f64);
-    for ((((dxr, xr), dyr), &mu), &r) in dx.chunks_mut(c).zip(x.chunks(c)).zip(dy.chunks(c)).zip(mean).zip(rstd) {
-        let (sum_dxhat, sum_dxhat_xhat) = dxhat_sums(xr, dyr, g, mu, r);
-        let (a, bq) = (sum_dxhat / n, sum_dxhat_xhat / n);
-        writer.fill(
-            dxr,
-            #[inline(always)]
-            |at, dxr| {
-                prefetch_span(xr.as_ptr().wrapping_add(PREFETCH_ROWS * c + at), dxr.len());
-                prefetch_span(dyr.as_ptr().wrapping_add(PREFETCH_ROWS * c + at), dxr.len());
-                let terms = xr[at..].iter().zip(&dyr[at..]).zip(&g[at..]).zip(&mut dg[at..]).zip(&mut db[at..]);
-                for (dx, ((((&x, &dy), &g), dg), db)) in dxr.iter_mut().zip(terms) {
-                    let xhat = (x - mu) * r;
-                    dx.write(r * (dy * g - a - xhat * bq));
-                    *dg += dy * xhat;
-                    *db += dy;
-                }
-            },
-        );
-    }
-}
-
-/// The same rows through the AVX-512 kernel when T is f32 and the CPU has AVX-512F; false when
-/// the generic rows must run instead.
-#[allow(clippy::too_many_arguments)]
-fn backward_rows_avx512<T: Float>(
-    writer: Writer,
-    dx: &mut [MaybeUninit<T>],
-    x: &[T],
-    dy: &[T],
-    g: &[T],
-    mean: &[T],
-    rstd: &[T],
-    dg: &mut [T],
-    db: &mut [T],
-) -> bool {
     #[cfg(target_arch = "x86_64")]
-    if let (Some(dx), Some(x), Some(dy), Some(g), Some(mean), Some(rstd), Some(dg), Some(db)) = (
-        as_f32_uninit(dx),
-        as_f32(x),
-        as_f32(dy),
-        as_f32(g),
-        as_f32(mean),
-        as_f32(rstd),
-        as_f32_mut(dg),
-        as_f32_mut(db),
-    ) {
-        if simd::level() == SimdLevel::Avx512 {
+    if simd::level() == SimdLevel::Avx512 {
+        if let (Some(dx), Some(x), Some(dy), Some(g), Some(mean), Some(rstd), Some(dg), Some(db)) = (
+            as_f32_uninit(dx),
+            as_f32(x),
+            as_f32(dy),
+            as_f32(g),
+            as_f32(mean),
+            as_f32(rstd),
+            as_f32_mut(dg),
+            as_f32_mut(db),
+        ) {
             // SAFETY: the feature was detected; the slices hold mean.len() rows of g.len().
             unsafe { avx512::backward_rows(writer.streams(), dx, x, dy, g, mean, rstd, dg, db) };
-            return true;
+            return;
         }
     }
-    false
+    let c = g.len();
+    let n = T::from_f64(c as f64);
+    vectorised(
+        #[inline(always)]
+        || {
+            for ((((dxr, xr), dyr), &mu), &r) in dx.chunks_mut(c).zip(x.chunks(c)).zip(dy.chunks(c)).zip(mean).zip(rstd) {
+                let (sum_dxhat, sum_dxhat_xhat) = dxhat_sums(xr, dyr, g, mu, r);
+                let (a, bq) = (sum_dxhat / n, sum_dxhat_xhat / n);
+                writer.fill(
+                    dxr,
+                    #[inline(always)]
+                    |at, dxr| {
+                        prefetch_span(xr.as_ptr().wrapping_add(PREFETCH_ROWS * c + at), dxr.len());
+                        prefetch_span(dyr.as_ptr().wrapping_add(PREFETCH_ROWS * c + at), dxr.len());
+                        let terms = xr[at..].iter().zip(&dyr[at..]).zip(&g[at..]).zip(&mut dg[at..]).zip(&mut db[at..]);
+                        for (dx, ((((&x, &dy), &g), dg), db)) in dxr.iter_mut().zip(terms) {
+                            let xhat = (x - mu) * r;
+                            dx.write(r * (dy * g - a - xhat * bq));
+                            *dg += dy * xhat;
+                            *db += dy;
+                        }
+                    },
+                );
+            }
+        },
+    )
 }
 
 fn backward_impl<T: Float>(x: &[T], g: &[T], mean: &[T], rstd: &[T], dy: &[T], c: usize) -> (Vec<T>, Vec<T>, Vec<T>) {
@@ -257,12 +229,7 @@ fn backward_impl<T: Float>(x: &[T], g: &[T], mean: &[T], rstd: &[T], dy: &[T], c
                         let span = rows.start * c..rows.end * c;
                         let (xs, dys) = (&x[span.clone()], &dy[span]);
                         let (ms, rs) = (&mean[rows.clone()], &rstd[rows]);
-                        if !backward_rows_avx512(writer, dx_chunk, xs, dys, g, ms, rs, &mut dg, &mut db) {
-                            vectorised(
-                                #[inline(always)]
-                                || backward_rows(writer, dx_chunk, xs, dys, g, ms, rs, &mut dg, &mut db),
-                            );
-                        }
+                        backward_rows(writer, dx_chunk, xs, dys, g, ms, rs, &mut dg, &mut db);
                         writer.finish();
                         (dg, db)
                     },

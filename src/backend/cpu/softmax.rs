@@ -1,11 +1,11 @@
 //! Row-wise softmax / log-softmax and the fused softmax cross-entropy. Each row is read from
 //! memory once: the max, the sum of exponentials and the output are sweeps of the row while it is
-//! in cache, each with 16 independent partial results and the vectorised exp (fused multiply-adds
-//! in the FMA builds); rows run in parallel. The cross-entropy gradient is streamed past the
-//! cache (`stream::Writer`): 2048x32768 backward 24-26 -> 13-15 ms on the EPYC VM, once the
-//! fused exp had made it bound by memory. Bytes: softmax reads and writes each element; xent
-//! forward reads the logits once (4 B per f32 element), backward reads them and writes the
-//! gradient.
+//! in cache, each with 16 independent partial results and the vectorised exp (`vmath`: vscalefps
+//! in the AVX-512 build, fused multiply-adds in the AVX2 one); rows run in parallel. The
+//! cross-entropy gradient is streamed past the cache (`stream::Writer`): 2048x32768 backward
+//! 24-26 -> 13-15 ms on the EPYC VM, once the fused exp had made it bound by memory. Bytes:
+//! softmax reads and writes each element; xent forward reads the logits once (4 B per f32
+//! element), backward reads them and writes the gradient.
 
 use super::float::{filled, float_data, Float, FloatData, FloatOut};
 use super::stream::Writer;
