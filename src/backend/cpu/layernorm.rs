@@ -1,8 +1,9 @@
 //! Fused layer norm over the last dim, one pass over memory: each row is read once into L1, its
 //! mean and variance (two sweeps of the cached row) and output computed there, while the rows
 //! ahead are prefetched. Forward keeps mean and 1/std per row. Backward takes a row's two sums in
-//! one sweep, then writes dx, and sums dgamma/dbeta into one partial row per rayon split, reduced
-//! at the end (two stages, as the GPU kernel does). Outputs past the cache are streamed.
+//! one sweep, then writes dx, and sums dgamma/dbeta into one partial row per group of rows (the
+//! groups fixed by the row count, so the bits do not depend on threads), added in order at the
+//! end (two stages, as the GPU kernel does). Outputs past the cache are streamed.
 //!
 //! f32 on a CPU with AVX-512 runs the rows of `layernorm/avx512.rs` (intrinsics); f64, and f32
 //! elsewhere, the generic rows here, which the compiler vectorises (64 partial sums a row,
@@ -119,8 +120,6 @@ fn forward_impl<T: Float>(x: &[T], g: &[T], b: &[T], c: usize, eps: f64) -> (Vec
     (y, mean, rstd)
 }
 
-const ROWS_PER_CHUNK: usize = 64;
-
 /// (sum(dxhat), sum(dxhat * xhat)) over a row, dxhat = dy * gamma, xhat = (x - mu) * rstd: one
 /// sweep with 32 partial sums of each (two AVX-512 registers of f32 apiece, so four add chains
 /// are in flight), which the compiler vectorises.
@@ -210,30 +209,24 @@ fn backward_rows<T: Float>(
 }
 
 fn backward_impl<T: Float>(x: &[T], g: &[T], mean: &[T], rstd: &[T], dy: &[T], c: usize) -> (Vec<T>, Vec<T>, Vec<T>) {
-    let chunk = ROWS_PER_CHUNK * c;
+    let group = backward_group_rows(mean.len()) * c;
     let writer = Writer::for_output::<T>(x.len());
     let mut partials: Vec<(Vec<T>, Vec<T>)> = Vec::new();
-    // SAFETY: the chunks cover dx in whole rows, and backward_rows writes every element.
+    // SAFETY: the groups cover dx in whole rows, and backward_rows writes every element.
     let dx = unsafe {
         filled(x.len(), |dx| {
-            // dgamma and dbeta are summed into one pair of partial rows per rayon split (a few per
-            // thread), not one per chunk: 512 chunks' partials cost more to allocate and reduce
-            // than the chunks' share of the work.
             partials = dx
-                .par_chunks_mut(chunk)
+                .par_chunks_mut(group)
                 .enumerate()
-                .fold(
-                    || (vec![T::ZERO; c], vec![T::ZERO; c]),
-                    |(mut dg, mut db), (ci, dx_chunk)| {
-                        let rows = ci * ROWS_PER_CHUNK..ci * ROWS_PER_CHUNK + dx_chunk.len() / c;
-                        let span = rows.start * c..rows.end * c;
-                        let (xs, dys) = (&x[span.clone()], &dy[span]);
-                        let (ms, rs) = (&mean[rows.clone()], &rstd[rows]);
-                        backward_rows(writer, dx_chunk, xs, dys, g, ms, rs, &mut dg, &mut db);
-                        writer.finish();
-                        (dg, db)
-                    },
-                )
+                .map(|(gi, dx_group)| {
+                    let rows = gi * group / c..gi * group / c + dx_group.len() / c;
+                    let span = rows.start * c..rows.end * c;
+                    let (mut dg, mut db) = (vec![T::ZERO; c], vec![T::ZERO; c]);
+                    let (xs, dys) = (&x[span.clone()], &dy[span]);
+                    backward_rows(writer, dx_group, xs, dys, g, &mean[rows.clone()], &rstd[rows], &mut dg, &mut db);
+                    writer.finish();
+                    (dg, db)
+                })
                 .collect()
         })
     };
@@ -246,6 +239,17 @@ fn backward_impl<T: Float>(x: &[T], g: &[T], mean: &[T], rstd: &[T], dy: &[T], c
         }
     }
     (dx, dg, db)
+}
+
+/// Rows per group of the backward. Each group sums its own dgamma/dbeta partial rows, and the
+/// partials are added in group order; the groups depend on the row count alone, so dgamma and
+/// dbeta have the same bits from run to run and for any number of threads. (Partials per rayon
+/// split, as before, changed with work stealing.) At most 64 groups: their partials cost little
+/// to allocate and add (64 x 2 x 768 values), and 64 tasks balance over the threads.
+fn backward_group_rows(rows: usize) -> usize {
+    const GROUPS: usize = 64;
+    const MIN_ROWS: usize = 16;
+    rows.div_ceil(GROUPS).max(MIN_ROWS)
 }
 
 pub fn forward(

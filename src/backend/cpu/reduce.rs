@@ -26,8 +26,8 @@ fn reduce_impl<T: Float>(x: &[T], outer: usize, n: usize, inner: usize, op: Redu
             ),
             _ => row.iter().fold(row[0], |acc, &v| combine(acc, v)),
         };
-        if outer < rayon::current_num_threads() && n >= 2 * LONG_ROW_CHUNK {
-            // Fewer rows than threads (a sum over everything): each row in parallel pieces.
+        if outer < FEW_ROWS && n >= 2 * LONG_ROW_CHUNK {
+            // A few long rows (a sum over everything): each row in parallel pieces.
             return (0..outer)
                 .map(|i| {
                     let parts: Vec<T> = x[i * n..(i + 1) * n].par_chunks(LONG_ROW_CHUNK).map(reduce_row).collect();
@@ -40,13 +40,12 @@ fn reduce_impl<T: Float>(x: &[T], outer: usize, n: usize, inner: usize, op: Redu
     // Reducing a middle or leading axis: the n rows of `inner` values are added into an
     // accumulator row in turn, so every pass reads memory contiguously (and vectorises) instead
     // of striding `inner` apart per element. Work splits over (outer, column chunk), or, where
-    // there are fewer outer blocks than threads and rows are at most PARTIAL_MAX_WIDTH wide (a
-    // bias gradient: [1088, 128] or [1088, 512] summed over rows), over parts of the rows, whose
-    // partial accumulator rows are combined at the end: each part streams whole rows.
+    // there are few outer blocks and rows are at most PARTIAL_MAX_WIDTH wide (a bias gradient:
+    // [1088, 128] or [1088, 512] summed over rows), over parts of the rows, whose partial
+    // accumulator rows are combined in order at the end: each part streams whole rows.
     let chunk = COLUMN_CHUNK.min(inner);
-    let threads = rayon::current_num_threads();
-    let row_parts = if outer < threads && inner <= PARTIAL_MAX_WIDTH && n * inner >= 2 * PARTIAL_ELEMENTS {
-        threads.min(n * inner / PARTIAL_ELEMENTS)
+    let row_parts = if outer < FEW_ROWS && inner <= PARTIAL_MAX_WIDTH && n * inner >= 2 * PARTIAL_ELEMENTS {
+        MAX_ROW_PARTS.min(n * inner / PARTIAL_ELEMENTS)
     } else {
         1
     };
@@ -108,8 +107,15 @@ fn combine_rows<'a, T: Float>(acc: &mut [T], rows: impl Iterator<Item = &'a [T]>
     }
 }
 
-/// Elements per row part when the rows of a narrow reduction split across threads.
+/// Every split here depends on the shape alone, never on the number of threads, so a sum has the
+/// same bits on any machine with the same vector unit (tests/determinism.rs). Below FEW_ROWS
+/// outputs (rows, or outer blocks), one output's reduction is itself split into pieces.
+const FEW_ROWS: usize = 16;
+
+/// Elements per row part when the rows of a narrow reduction split into parts, and the most
+/// parts (their partial rows are allocated and added in order).
 const PARTIAL_ELEMENTS: usize = 1 << 14;
+const MAX_ROW_PARTS: usize = 16;
 
 /// The widest rows split into parts (their partial rows are combined on one thread); wider
 /// ones split by column chunks only.
