@@ -598,8 +598,9 @@ mod tests {
     }
 
     /// exp(x - shift) with x at most shift, as the slice loops take it, for every build.
-    fn shifted_exps() -> Vec<(&'static str, fn(f32, f32) -> f32)> {
-        let mut exps: Vec<(&'static str, fn(f32, f32) -> f32)> = vec![
+    type ShiftedExp = fn(f32, f32) -> f32;
+    fn shifted_exps() -> Vec<(&'static str, ShiftedExp)> {
+        let mut exps: Vec<(&'static str, ShiftedExp)> = vec![
             ("separate", |x, s| Separate::exp_shifted16(&[x; 16], s)[0]),
             ("fused", |x, s| Fused::exp_shifted16(&[x; 16], s)[0]),
         ];
