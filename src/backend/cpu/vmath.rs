@@ -4,18 +4,23 @@
 //! exp(x) = 2^n e^r with n = round(x log2 e) and r = x - n ln 2 (ln 2 split in two parts so r
 //! is exact), e^r from Cephes' degree-6 polynomial on [-ln2/2, ln2/2] (relative error below
 //! 2e-7), 2^n built in the exponent bits. No calls and no branches, so the loop vectorises; the
-//! slice loops here are compiled three times (AVX-512, AVX2+FMA with fused multiply-adds,
-//! baseline; `multiversion!`) and picked at run time. Inputs at or below -88 give 0 (so -inf
-//! gives exactly 0), above 88.37 they saturate, NaN stays NaN.
+//! slice loops here are compiled three times (AVX-512, AVX2+FMA, baseline; `multiversion!`) and
+//! picked at run time. Inputs at or below -88 give 0 (so -inf gives exactly 0), above 88.37
+//! they saturate, NaN stays NaN.
 //!
-//! The AVX-512 build of the slice loops takes 16 exps at a time with intrinsics instead
-//! (`Scalef`): 2^n applied by vscalefps, which rounds what underflows to the subnormals and 0
-//! (no exponent-bit arithmetic), and a degree-6 polynomial for e^r fitted here (relative error
-//! 7e-8 in f32). The slice loops' arguments are x - max or x - lse, at most 0, so their exp
-//! (`Exp16::exp_shifted16`) skips the upper clamp and reduces the range in one FMA: 12 vector
-//! instructions from x - max to the sum, against 19 before this build existed; with prefetching
-//! into L2, softmax-xent forward 2048x32768 went from 12.5-17.8 to 8.5-9.5 ms on the EPYC VM.
-//! Its results below -88 are the subnormals, not 0; -inf still gives 0.
+//! The slice loops take 16 exps at a time (`Exp16`): lane loops in the baseline build,
+//! intrinsics in the others. Their arguments are x - max or x - lse, at most 0, so their exp
+//! (`Exp16::exp_shifted16`) skips the upper clamp and reduces the range in one FMA (relative
+//! error 1e-7 on [-10, 0], 3e-7 at -87).
+//! - AVX2+FMA (`Avx2Fma`): the scalar steps above on two 8-lane halves. With two constants
+//!   fewer than the general exp, LLVM keeps the running sum in a register: logsumexp in L2
+//!   0.46 -> 0.38 ns an element on one core of the EPYC VM, softmax 0.85 -> 0.69.
+//! - AVX-512 (`Scalef`): 2^n applied by vscalefps, which rounds what underflows to the
+//!   subnormals and 0 (no exponent-bit arithmetic), and a degree-6 polynomial for e^r fitted
+//!   here (relative error 7e-8 in f32): 12 vector instructions from x - max to the sum, against
+//!   19 through the lane loop; with prefetching into L2, softmax-xent forward 2048x32768 went
+//!   from 12.5-17.8 to 8.5-9.5 ms on the EPYC VM. Its results below -88 are the subnormals,
+//!   not 0; -inf still gives 0.
 
 use super::float::{filled, Float};
 use super::simd::{level as simd_level, SimdLevel};
@@ -23,19 +28,22 @@ use std::any::TypeId;
 use std::mem::MaybeUninit;
 
 /// How exp evaluates `a * b + c`. Rust never contracts a multiply and an add into an FMA, and
-/// `f32::mul_add` is a libm call per element in code built without FMA, so the slice loops are
-/// instantiated with `Fused` in their AVX2+FMA build and `Separate` in the baseline one (the
-/// AVX-512 build uses `Scalef`).
+/// `f32::mul_add` is a libm call per element in code built without FMA, so the baseline build
+/// of the slice loops is instantiated with `Separate` (the AVX2+FMA build uses `Avx2Fma`, the
+/// AVX-512 one `Scalef`).
 pub trait MulAdd {
     fn mul_add(a: f32, b: f32, c: f32) -> f32;
 }
 
-/// One FMA instruction (one rounding): only for code built with the `fma` feature.
+/// One rounding per multiply-add (libm's fmaf outside an FMA build): the lane-loop reference
+/// that `Avx2Fma`'s intrinsics match bit for bit.
+#[cfg(test)]
 pub enum Fused {}
 
 /// A multiply, then an add.
 pub enum Separate {}
 
+#[cfg(test)]
 impl MulAdd for Fused {
     #[inline(always)]
     fn mul_add(a: f32, b: f32, c: f32) -> f32 {
@@ -51,33 +59,37 @@ impl MulAdd for Separate {
 }
 
 /// How the slice loops take exp of 16 lanes at a time: lane by lane with the multiply-adds M
-/// says (`Fused`, `Separate`; the compiler vectorises the lanes), or with AVX-512 intrinsics
-/// (`Scalef`).
+/// says (`Separate`; the compiler vectorises the lanes), or with AVX2+FMA or AVX-512 intrinsics
+/// (`Avx2Fma`, `Scalef`).
 pub trait Exp16 {
+    /// The running sum of 16 lanes the slice loops keep, as the build's registers hold it (one
+    /// zmm, two ymm; lanes for the baseline). Kept as an [f32; 16] that the intrinsics
+    /// transmuted, LLVM left it on the stack in the AVX2 build: every add went through a store
+    /// and a load.
+    type Sum: Copy;
+
+    fn zero() -> Self::Sum;
+
+    /// acc + v, lane by lane.
+    fn add16(acc: Self::Sum, v: [f32; 16]) -> Self::Sum;
+
+    /// The sum of the lanes.
+    fn total(acc: Self::Sum) -> f32;
+
     fn exp16(x: [f32; 16]) -> [f32; 16];
 
-    /// acc += v, lane by lane. The lanes of the accumulators the slice loops keep go through here
-    /// too: added one by one after an intrinsic exp, LLVM split logsumexp's into pieces that
-    /// went through the stack.
-    #[inline(always)]
-    fn add16(acc: &mut [f32; 16], v: &[f32; 16]) {
-        for (a, &v) in acc.iter_mut().zip(v) {
-            *a += v;
-        }
-    }
-
-    /// exp(x - shift) of a block of 16 lanes, where shift is at
-    /// least every x (a max, or a log-sum-exp): the arguments are at most 0, which lets `Scalef`
-    /// skip a clamp and an instruction of the range reduction.
+    /// exp(x - shift) of a block of 16 lanes, where shift is at least every x (a max, or a
+    /// log-sum-exp): the arguments are at most 0, which lets `Scalef` skip a clamp and an
+    /// instruction of the range reduction.
     #[inline(always)]
     fn exp_shifted16(x: &[f32], shift: f32) -> [f32; 16] {
         Self::exp16(shifted(x, shift))
     }
 
-    /// acc += exp(x - shift), lane by lane, with shift as in `exp_shifted16`.
+    /// acc + exp(x - shift), lane by lane, with shift as in `exp_shifted16`.
     #[inline(always)]
-    fn add_exp16(acc: &mut [f32; 16], x: &[f32; 16], shift: f32) {
-        Self::add16(acc, &Self::exp_shifted16(x, shift))
+    fn add_exp16(acc: Self::Sum, x: &[f32; 16], shift: f32) -> Self::Sum {
+        Self::add16(acc, Self::exp_shifted16(x, shift))
     }
 
     #[inline(always)]
@@ -87,23 +99,66 @@ pub trait Exp16 {
 }
 
 impl<M: MulAdd> Exp16 for M {
+    type Sum = [f32; 16];
+
     #[inline(always)]
-    fn exp16(x: [f32; 16]) -> [f32; 16] {
-        let mut e = [0f32; 16];
-        for (e, &x) in e.iter_mut().zip(&x) {
-            *e = exp_with::<M>(x);
-        }
-        e
+    fn zero() -> [f32; 16] {
+        [0.0; 16]
     }
 
-    /// One lane loop: through exp16 and add16, the AVX2 build of logsumexp kept its
-    /// accumulators on the stack.
     #[inline(always)]
-    fn add_exp16(acc: &mut [f32; 16], x: &[f32; 16], shift: f32) {
+    fn add16(mut acc: [f32; 16], v: [f32; 16]) -> [f32; 16] {
+        for (a, v) in acc.iter_mut().zip(v) {
+            *a += v;
+        }
+        acc
+    }
+
+    #[inline(always)]
+    fn total(acc: [f32; 16]) -> f32 {
+        acc.iter().sum()
+    }
+
+    #[inline(always)]
+    fn exp16(x: [f32; 16]) -> [f32; 16] {
+        x.map(exp_with::<M>)
+    }
+
+    /// One lane loop, which the compiler vectorises whole.
+    #[inline(always)]
+    fn add_exp16(mut acc: [f32; 16], x: &[f32; 16], shift: f32) -> [f32; 16] {
         for (a, &x) in acc.iter_mut().zip(x) {
             *a += exp_with::<M>(x - shift);
         }
+        acc
     }
+}
+
+/// 16 f32 lanes in one AVX-512 register (plain lanes off x86-64, where nothing runs it).
+#[cfg(target_arch = "x86_64")]
+type Zmm = std::arch::x86_64::__m512;
+#[cfg(not(target_arch = "x86_64"))]
+type Zmm = [f32; 16];
+
+/// 16 f32 lanes in two AVX registers.
+#[cfg(target_arch = "x86_64")]
+type YmmPair = [std::arch::x86_64::__m256; 2];
+#[cfg(not(target_arch = "x86_64"))]
+type YmmPair = [f32; 16];
+
+/// 8 f32 lanes in one AVX register.
+#[cfg(target_arch = "x86_64")]
+type Ymm = std::arch::x86_64::__m256;
+#[cfg(not(target_arch = "x86_64"))]
+type Ymm = [f32; 8];
+
+/// The same f32 lanes as another type of the same size (lanes, a zmm, a ymm, two ymm): every
+/// bit pattern is valid for each.
+#[inline(always)]
+fn lanes_as<A: Copy, B: Copy>(a: A) -> B {
+    const { assert!(std::mem::size_of::<A>() == std::mem::size_of::<B>()) };
+    // SAFETY: A and B are f32 lanes of the same size (checked above), valid for any bits.
+    unsafe { std::mem::transmute_copy(&a) }
 }
 
 /// exp by AVX-512 intrinsics (`x86::exp16`). Only the AVX-512 arm of `multiversion!` names it,
@@ -115,12 +170,9 @@ impl Scalef {
     #[inline(always)]
     fn exp_lanes<const AT_MOST_0: bool>(x: [f32; 16]) -> [f32; 16] {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: Scalef runs only where AVX-512F was detected (see above); [f32; 16] and
-        // __m512 have the same size, and every bit pattern is valid for both.
+        // SAFETY: Scalef runs only where AVX-512F was detected (see above).
         unsafe {
-            use std::arch::x86_64::__m512;
-            let x = std::mem::transmute::<[f32; 16], __m512>(x);
-            std::mem::transmute::<__m512, [f32; 16]>(x86::exp16::<AT_MOST_0>(x))
+            lanes_as(x86::exp16::<AT_MOST_0>(lanes_as(x)))
         }
         #[cfg(not(target_arch = "x86_64"))]
         x.map(exp_with::<Separate>)
@@ -128,6 +180,29 @@ impl Scalef {
 }
 
 impl Exp16 for Scalef {
+    type Sum = Zmm;
+
+    #[inline(always)]
+    fn zero() -> Zmm {
+        lanes_as([0f32; 16])
+    }
+
+    #[inline(always)]
+    fn add16(acc: Zmm, v: [f32; 16]) -> Zmm {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as in exp_lanes.
+        unsafe {
+            std::arch::x86_64::_mm512_add_ps(acc, lanes_as(v))
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        Separate::add16(acc, v)
+    }
+
+    #[inline(always)]
+    fn total(acc: Zmm) -> f32 {
+        lanes_as::<Zmm, [f32; 16]>(acc).iter().sum()
+    }
+
     #[inline(always)]
     fn exp16(x: [f32; 16]) -> [f32; 16] {
         Self::exp_lanes::<false>(x)
@@ -137,29 +212,103 @@ impl Exp16 for Scalef {
     fn exp_shifted16(x: &[f32], shift: f32) -> [f32; 16] {
         Self::exp_lanes::<true>(shifted(x, shift))
     }
+}
+
+/// exp by AVX2+FMA intrinsics (`x86::exp8`, two 8-lane halves): the same operations as
+/// `exp_with::<Fused>`, so the same bits. Only the AVX2 arm of `multiversion!` names it, after
+/// the features were detected. Through the lane loop (`Fused`), that build kept logsumexp's
+/// accumulators on the stack and reloaded constants: 0.45 ns an element in L2, against 0.22
+/// with AVX-512.
+pub enum Avx2Fma {}
+
+impl Exp16 for Avx2Fma {
+    /// One register: the two halves of a block are added first (with two accumulators,
+    /// LLVM still spilled them, short of registers for the exps' constants).
+    type Sum = Ymm;
 
     #[inline(always)]
-    fn add16(acc: &mut [f32; 16], v: &[f32; 16]) {
+    fn zero() -> Ymm {
+        lanes_as([0f32; 8])
+    }
+
+    #[inline(always)]
+    fn add16(acc: Ymm, v: [f32; 16]) -> Ymm {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: as in exp16.
+        // SAFETY: Avx2Fma runs only where AVX2 and FMA were detected (see above).
         unsafe {
-            use std::arch::x86_64::{__m512, _mm512_add_ps};
-            let (a, v) = (
-                std::mem::transmute::<[f32; 16], __m512>(*acc),
-                std::mem::transmute::<[f32; 16], __m512>(*v),
-            );
-            *acc = std::mem::transmute::<__m512, [f32; 16]>(_mm512_add_ps(a, v));
+            use std::arch::x86_64::_mm256_add_ps;
+            let [lo, hi]: YmmPair = lanes_as(v);
+            _mm256_add_ps(acc, _mm256_add_ps(lo, hi))
         }
         #[cfg(not(target_arch = "x86_64"))]
-        for (a, &v) in acc.iter_mut().zip(v) {
-            *a += v;
+        std::array::from_fn(|i| acc[i] + v[i] + v[i + 8])
+    }
+
+    #[inline(always)]
+    fn total(acc: Ymm) -> f32 {
+        lanes_as::<Ymm, [f32; 8]>(acc).iter().sum()
+    }
+
+    #[inline(always)]
+    fn exp16(x: [f32; 16]) -> [f32; 16] {
+        Self::exp_lanes::<false>(x)
+    }
+
+    #[inline(always)]
+    fn exp_shifted16(x: &[f32], shift: f32) -> [f32; 16] {
+        Self::exp_lanes::<true>(shifted(x, shift))
+    }
+}
+
+impl Avx2Fma {
+    /// x86::exp8 over an array of lanes, a half at a time.
+    #[inline(always)]
+    fn exp_lanes<const AT_MOST_0: bool>(x: [f32; 16]) -> [f32; 16] {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: Avx2Fma runs only where AVX2 and FMA were detected (see above).
+        unsafe {
+            let [lo, hi]: YmmPair = lanes_as(x);
+            lanes_as([x86::exp8::<AT_MOST_0>(lo), x86::exp8::<AT_MOST_0>(hi)])
         }
+        #[cfg(not(target_arch = "x86_64"))]
+        x.map(exp_with::<Separate>)
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;
+
+    /// exp of 8 lanes, step for step as `exp_with::<Fused>` (see there): clamp to
+    /// [-88, 88.38], n by adding 1.5 * 2^23, r = x - n ln 2 in two parts, Cephes' polynomial,
+    /// 2^n built in the exponent bits. `AT_MOST_0` as for `exp16`: no upper clamp and r in one
+    /// FMA, two constants fewer (with all of them, LLVM spilled logsumexp's accumulator).
+    ///
+    /// # Safety
+    /// AVX2 and FMA present.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    pub unsafe fn exp8<const AT_MOST_0: bool>(x: __m256) -> __m256 {
+        let v = _mm256_set1_ps;
+        let round = v(12_582_912.0);
+        let c = _mm256_max_ps(v(-88.0), x);
+        let c = if AT_MOST_0 { c } else { _mm256_min_ps(v(88.376_26), c) };
+        let t = _mm256_fmadd_ps(c, v(std::f32::consts::LOG2_E), round);
+        let n = _mm256_sub_ps(t, round);
+        let r = if AT_MOST_0 {
+            _mm256_fnmadd_ps(n, v(std::f32::consts::LN_2), c)
+        } else {
+            _mm256_fnmadd_ps(n, v(-2.121_944_4e-4), _mm256_fnmadd_ps(n, v(0.693_359_4), c))
+        };
+        let mut p = v(1.987_569_2e-4);
+        for k in [1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 1.666_666_5e-1, 0.5] {
+            p = _mm256_fmadd_ps(p, r, v(k));
+        }
+        let e = _mm256_add_ps(_mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r), v(1.0));
+        let bias = _mm256_set1_epi32(127 - 12_582_912f32.to_bits() as i32);
+        let scale = _mm256_slli_epi32::<23>(_mm256_add_epi32(_mm256_castps_si256(t), bias));
+        _mm256_mul_ps(e, _mm256_castsi256_ps(scale))
+    }
 
     /// exp of 16 lanes: n = round(x log2 e), r = x - n ln 2, e^r by a degree-6 polynomial
     /// (least-squares fit for relative error on [-ln2/2, ln2/2], iterated to the minimax: 2e-9
@@ -204,7 +353,7 @@ pub fn exp_f32(x: f32) -> f32 {
 
 /// exp with its multiply-adds evaluated as M says. Fused, logsumexp's loop built for AVX-512
 /// spent 19 instructions an exp (27 with separate multiply-adds and the selects for small inputs
-/// and NaN); that build now uses `Scalef`.
+/// and NaN); that build now uses `Scalef`, and the AVX2+FMA one `Avx2Fma`.
 #[inline(always)]
 fn exp_with<M: MulAdd>(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
@@ -272,18 +421,17 @@ fn shifted(block: &[f32], shift: f32) -> [f32; 16] {
 /// xs[i] = exp(xs[i] - shift); returns the sum of the results.
 #[inline(always)]
 fn exp_shifted_sum_f32<E: Exp16>(xs: &mut [f32], shift: f32) -> f32 {
-    let mut acc = [0f32; 16];
+    let mut acc = E::zero();
     let mut chunks = xs.chunks_exact_mut(16);
     for c in &mut chunks {
         let e = E::exp_shifted16(c, shift);
         c.copy_from_slice(&e);
-        E::add16(&mut acc, &e);
+        acc = E::add16(acc, e);
     }
     let tail = chunks.into_remainder();
     let e = E::exp_shifted16(&tail_block(tail), shift);
     tail.copy_from_slice(&e[..tail.len()]);
-    E::add16(&mut acc, &e);
-    acc.iter().sum::<f32>()
+    E::total(E::add16(acc, e))
 }
 
 /// Asks for the cache line holding `p` (any address: a prefetch never faults), into L2. L2 keeps
@@ -340,14 +488,13 @@ fn logsumexp_f32<E: Exp16>(xs: &[f32]) -> f32 {
             continue;
         }
         let next = xs.as_ptr().wrapping_add((i + LSE_AHEAD) * LSE_CHUNK);
-        let mut acc = [0f32; 16];
+        let mut acc = E::zero();
         let mut blocks = chunk.chunks_exact(16);
         for (j, b) in (&mut blocks).enumerate() {
             prefetch(next.wrapping_add(j * 16));
-            E::add_exp16(&mut acc, b.try_into().expect("16-element block"), max);
+            acc = E::add_exp16(acc, b.try_into().expect("16-element block"), max);
         }
-        E::add_exp16(&mut acc, &tail_block(blocks.remainder()), max);
-        sum += acc.iter().sum::<f32>();
+        sum += E::total(E::add_exp16(acc, &tail_block(blocks.remainder()), max));
     }
     if max == f32::NEG_INFINITY && !sum.is_nan() {
         return max;
@@ -386,7 +533,7 @@ fn exp_shifted_scaled_f32<E: Exp16>(out: &mut [MaybeUninit<f32>], xs: &[f32], sh
 
 /// Defines `$name(args) -> ret`, which runs `$body` (an `#[inline(always)]` fn) compiled for
 /// AVX-512, else AVX2+FMA, else the baseline, picked at run time. A body generic over `Exp16`
-/// (written `body::<Exp16>`) gets `Scalef` in the AVX-512 build, `Fused` in the AVX2+FMA one
+/// (written `body::<Exp16>`) gets `Scalef` in the AVX-512 build, `Avx2Fma` in the AVX2+FMA one
 /// and `Separate` in the baseline.
 macro_rules! multiversion {
     ($name:ident($($arg:ident: $ty:ty),*) -> $ret:ty = $body:ident::<Exp16>) => {
@@ -395,7 +542,7 @@ macro_rules! multiversion {
                 // SAFETY: simd_level saw the features at run time.
                 SimdLevel::Avx512 => unsafe { with_avx512(#[inline(always)] || $body::<Scalef>($($arg),*)) },
                 // SAFETY: as above.
-                SimdLevel::Avx2Fma => unsafe { with_avx2_fma(#[inline(always)] || $body::<Fused>($($arg),*)) },
+                SimdLevel::Avx2Fma => unsafe { with_avx2_fma(#[inline(always)] || $body::<Avx2Fma>($($arg),*)) },
                 SimdLevel::Baseline => $body::<Separate>($($arg),*),
             }
         }
@@ -570,11 +717,15 @@ mod tests {
     use super::*;
 
     /// Every evaluation of exp this CPU can run: separate multiply-adds, fused ones (outside an
-    /// FMA build the fused one calls libm's fmaf, which rounds the same way), and the AVX-512
-    /// intrinsics where the CPU has them.
+    /// FMA build the fused one calls libm's fmaf, which rounds the same way), and the AVX2+FMA
+    /// and AVX-512 intrinsics where the CPU has them.
     type Exp = fn(f32) -> f32;
     fn exps() -> Vec<(&'static str, Exp)> {
         let mut exps: Vec<(&'static str, Exp)> = vec![("separate", Separate::exp1), ("fused", Fused::exp1)];
+        if simd_level() >= SimdLevel::Avx2Fma {
+            // SAFETY (of calling Avx2Fma): AVX2 and FMA were detected.
+            exps.push(("avx2", |x| unsafe { with_avx2_fma(|| Avx2Fma::exp1(x)) }));
+        }
         if matches!(simd_level(), SimdLevel::Avx512) {
             // SAFETY (of calling Scalef): AVX-512F was detected.
             exps.push(("scalef", |x| unsafe { with_avx512(|| Scalef::exp1(x)) }));
@@ -604,6 +755,10 @@ mod tests {
             ("separate", |x, s| Separate::exp_shifted16(&[x; 16], s)[0]),
             ("fused", |x, s| Fused::exp_shifted16(&[x; 16], s)[0]),
         ];
+        if simd_level() >= SimdLevel::Avx2Fma {
+            // SAFETY (of calling Avx2Fma): AVX2 and FMA were detected.
+            exps.push(("avx2", |x, s| unsafe { with_avx2_fma(|| Avx2Fma::exp_shifted16(&[x; 16], s)[0]) }));
+        }
         if matches!(simd_level(), SimdLevel::Avx512) {
             // SAFETY (of calling Scalef): AVX-512F was detected.
             exps.push(("scalef", |x, s| unsafe { with_avx512(|| Scalef::exp_shifted16(&[x; 16], s)[0]) }));
@@ -638,6 +793,38 @@ mod tests {
             assert_eq!(exp(1.5, 1.5), 1.0, "{name}");
             assert!(exp(f32::NAN, 0.0).is_nan(), "{name}");
             assert!(exp(1.0, f32::NAN).is_nan(), "{name}");
+        }
+    }
+
+    #[test]
+    fn avx2_intrinsics_match_the_fused_lane_loop_bit_for_bit() {
+        if simd_level() < SimdLevel::Avx2Fma {
+            return;
+        }
+        let mut xs: Vec<f32> = (0..40_000).map(|i| -100.0 + i as f32 * 0.00473).collect();
+        xs.extend([
+            f32::NEG_INFINITY,
+            f32::INFINITY,
+            f32::NAN,
+            -88.0,
+            -87.99,
+            88.37,
+            88.4,
+            0.0,
+            -0.0,
+            1e-30,
+        ]);
+        for block in xs.chunks(16) {
+            let mut lanes = [0.0f32; 16];
+            lanes[..block.len()].copy_from_slice(block);
+            // SAFETY (of calling Avx2Fma): AVX2 and FMA were detected.
+            let got = unsafe { with_avx2_fma(|| Avx2Fma::exp16(lanes)) };
+            for (x, (g, w)) in lanes.iter().zip(got.iter().zip(Fused::exp16(lanes))) {
+                assert!(
+                    g.to_bits() == w.to_bits() || (g.is_nan() && w.is_nan()),
+                    "exp({x}): {g} against {w}"
+                );
+            }
         }
     }
 
