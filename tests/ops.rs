@@ -557,3 +557,46 @@ fn shape_errors_name_the_op() {
         .to_string();
     assert!(e.starts_with("cuda: device error"), "{e}");
 }
+
+/// bf16 and f16 elementwise ops (taken a tile at a time when the operands are contiguous views
+/// of one shape) give the bits of the op on the f32-widened operands rounded back: at lengths
+/// around the 16384-element tile, 1, and for strided and broadcast views (which widen whole).
+#[test]
+fn half_elementwise_ops_round_the_f32_results() {
+    let mut rng = Rng::new(5);
+    for len in [1usize, 7, 16384, 16385, 3 * 16384 + 11] {
+        for dtype in [DType::BF16, DType::F16] {
+            let a = randn(&mut rng, &[len], DType::F32).to_dtype(dtype).unwrap();
+            let b = randn(&mut rng, &[len], DType::F32).to_dtype(dtype).unwrap();
+            let wide = |t: &Tensor| t.to_dtype(DType::F32).unwrap();
+            let same = |got: Tensor, want: Tensor, what: &str| {
+                assert_eq!(got.dtype(), dtype, "{what}");
+                let (g, w) = (got.to_f64_vec().unwrap(), want.to_dtype(dtype).unwrap().to_f64_vec().unwrap());
+                let differ = g.iter().zip(&w).filter(|(x, y)| x.to_bits() != y.to_bits()).count();
+                assert_eq!(differ, 0, "{what} {dtype:?} of {len}: {differ} values differ");
+            };
+            same(a.mul(&b).unwrap(), wide(&a).mul(&wide(&b)).unwrap(), "mul");
+            same(a.sub(&b).unwrap(), wide(&a).sub(&wide(&b)).unwrap(), "sub");
+            same(a.gelu().unwrap(), wide(&a).gelu().unwrap(), "gelu");
+            same(a.exp().unwrap(), wide(&a).exp().unwrap(), "exp");
+            let gelu_grad = |x: &Tensor, dy: &Tensor| {
+                let x = x.to_var().unwrap();
+                let y = vlk::autograd::with_grad(|| x.gelu()).unwrap();
+                y.backward_with_grad(dy).unwrap().get(&x).unwrap().clone()
+            };
+            same(gelu_grad(&a, &b), gelu_grad(&wide(&a), &wide(&b)), "gelu backward");
+            if len > 1 {
+                // A strided view (every other element) and a broadcast one (a scalar).
+                let half = len / 2;
+                let (sa, sb) = (
+                    a.narrow(0, 0, 2 * half).unwrap().reshape(&[half, 2]).unwrap(),
+                    b.narrow(0, 0, 2 * half).unwrap().reshape(&[half, 2]).unwrap(),
+                );
+                let (sa, sb) = (sa.narrow(1, 0, 1).unwrap(), sb.narrow(1, 1, 1).unwrap());
+                same(sa.add(&sb).unwrap(), wide(&sa).add(&wide(&sb)).unwrap(), "strided add");
+                let s = b.narrow(0, 0, 1).unwrap().broadcast_as(&[len]).unwrap();
+                same(a.mul(&s).unwrap(), wide(&a).mul(&wide(&s)).unwrap(), "broadcast mul");
+            }
+        }
+    }
+}

@@ -2,9 +2,10 @@
 
 use super::float::filled;
 use super::stream::Writer;
+use super::vmath::{narrow_bf16, widen};
 use super::{map_storage, CpuStorage};
 use crate::{DType, Error, Layout, Result};
-use half::{bf16, f16};
+use half::f16;
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
@@ -183,9 +184,9 @@ pub fn cast(src: &CpuStorage, dtype: DType) -> CpuStorage {
     }
     match (src, dtype) {
         (CpuStorage::F32(v), DType::F16) => CpuStorage::F16(v.iter().map(|&x| f16::from_f32(x)).collect()),
-        (CpuStorage::F32(v), DType::BF16) => CpuStorage::BF16(v.iter().map(|&x| bf16::from_f32(x)).collect()),
-        (CpuStorage::F16(v), DType::F32) => CpuStorage::F32(v.iter().map(|x| x.to_f32()).collect()),
-        (CpuStorage::BF16(v), DType::F32) => CpuStorage::F32(v.iter().map(|x| x.to_f32()).collect()),
+        (CpuStorage::F32(v), DType::BF16) => CpuStorage::BF16(narrow_bf16(v)),
+        (CpuStorage::F16(v), DType::F32) => CpuStorage::F32(widen(v)),
+        (CpuStorage::BF16(v), DType::F32) => CpuStorage::F32(widen(v)),
         (CpuStorage::I64(v), DType::U32) => CpuStorage::U32(v.iter().map(|&x| x as u32).collect()),
         (CpuStorage::U32(v), DType::I64) => CpuStorage::I64(v.iter().map(|&x| x as i64).collect()),
         (src, dtype) => CpuStorage::from_f64(&src.to_f64_vec(), dtype),

@@ -2,6 +2,7 @@
 //! borrowing helpers that hand kernels contiguous slices: F16/BF16 are widened to f32 on the way
 //! in and narrowed on the way out.
 
+use super::vmath::widen;
 use super::CpuStorage;
 use crate::{DType, Error, Layout, Result};
 use half::f16;
@@ -215,14 +216,16 @@ pub fn float_data<'a>(s: &'a CpuStorage, layout: &Layout, op: &'static str) -> R
         match s {
             CpuStorage::F32(v) => return Ok(FloatData::F32(Cow::Borrowed(&v[start..end]))),
             CpuStorage::F64(v) => return Ok(FloatData::F64(Cow::Borrowed(&v[start..end]))),
+            CpuStorage::F16(v) => return Ok(FloatData::F32(Cow::Owned(widen(&v[start..end])))),
+            CpuStorage::BF16(v) => return Ok(FloatData::F32(Cow::Owned(widen(&v[start..end])))),
             _ => {}
         }
     }
     Ok(match s.gather(layout) {
         CpuStorage::F32(v) => FloatData::F32(Cow::Owned(v)),
         CpuStorage::F64(v) => FloatData::F64(Cow::Owned(v)),
-        CpuStorage::F16(v) => FloatData::F32(Cow::Owned(v.iter().map(|x| x.to_f32()).collect())),
-        CpuStorage::BF16(v) => FloatData::F32(Cow::Owned(v.iter().map(|x| x.to_f32()).collect())),
+        CpuStorage::F16(v) => FloatData::F32(Cow::Owned(widen(&v))),
+        CpuStorage::BF16(v) => FloatData::F32(Cow::Owned(widen(&v))),
         other => return Err(Error::dtype(op, format!("expected a float tensor, got {}", other.dtype()))),
     })
 }

@@ -574,6 +574,74 @@ fn narrow_bf16_f32(dst: &mut [MaybeUninit<u16>], src: &[f32]) {
 
 multiversion!(narrow_bf16_dispatch(dst: &mut [MaybeUninit<u16>], src: &[f32]) -> () = narrow_bf16_f32);
 
+/// bf16 bits -> f32: exact, the bits shifted up. Writes every element of dst (as long as src).
+#[inline(always)]
+fn widen_bf16_f32(dst: &mut [MaybeUninit<f32>], src: &[u16]) {
+    for (d, &x) in dst.iter_mut().zip(src) {
+        d.write(f32::from_bits(u32::from(x) << 16));
+    }
+}
+
+multiversion!(widen_bf16_dispatch(dst: &mut [MaybeUninit<f32>], src: &[u16]) -> () = widen_bf16_f32);
+
+/// Widens bf16 or f16 to f32 (exact), in parallel for large buffers, into a fresh buffer that is
+/// written once: bf16 by a vectorised shift, f16 through `half`. Before, the CPU backend widened
+/// on one thread after gathering the half-precision data into a copy even when contiguous (a
+/// bf16 multiply of 32M elements: 40-44 ms).
+pub fn widen<H: HalfFloat>(src: &[H]) -> Vec<f32> {
+    use rayon::prelude::*;
+    const CHUNK: usize = 1 << 16;
+    // SAFETY: the chunks cover the output, and H::widen writes each chunk whole.
+    unsafe {
+        filled(src.len(), |out: &mut [MaybeUninit<f32>]| {
+            if src.len() > CHUNK {
+                out.par_chunks_mut(CHUNK)
+                    .zip(src.par_chunks(CHUNK))
+                    .for_each(|(d, s)| H::widen(d, s));
+            } else {
+                H::widen(out, src);
+            }
+        })
+    }
+}
+
+/// The 16-bit float types and how a slice of each widens to f32 and narrows back.
+pub trait HalfFloat: Copy + Send + Sync {
+    /// Writes every element of dst (as long as src).
+    fn widen(dst: &mut [MaybeUninit<f32>], src: &[Self]);
+
+    /// Rounds to nearest even; writes every element of dst (as long as src).
+    fn narrow(dst: &mut [MaybeUninit<Self>], src: &[f32]);
+}
+
+impl HalfFloat for half::bf16 {
+    fn widen(dst: &mut [MaybeUninit<f32>], src: &[Self]) {
+        widen_bf16_dispatch(dst, bytemuck::cast_slice(src));
+    }
+
+    fn narrow(dst: &mut [MaybeUninit<Self>], src: &[f32]) {
+        // SAFETY: bf16 is a transparent u16, so the two slices have the same layout.
+        narrow_bf16_dispatch(
+            unsafe { &mut *(dst as *mut [MaybeUninit<half::bf16>] as *mut [MaybeUninit<u16>]) },
+            src,
+        );
+    }
+}
+
+impl HalfFloat for half::f16 {
+    fn widen(dst: &mut [MaybeUninit<f32>], src: &[Self]) {
+        for (d, x) in dst.iter_mut().zip(src) {
+            d.write(x.to_f32());
+        }
+    }
+
+    fn narrow(dst: &mut [MaybeUninit<Self>], src: &[f32]) {
+        for (d, &x) in dst.iter_mut().zip(src) {
+            d.write(half::f16::from_f32(x));
+        }
+    }
+}
+
 /// Narrows f32 to bf16 (round to nearest even), in parallel for large buffers, into a fresh
 /// buffer that is written once (no zero fill first).
 pub fn narrow_bf16(src: &[f32]) -> Vec<half::bf16> {
@@ -583,13 +651,12 @@ pub fn narrow_bf16(src: &[f32]) -> Vec<half::bf16> {
     unsafe {
         filled(src.len(), |out: &mut [MaybeUninit<half::bf16>]| {
             // SAFETY: bf16 is a transparent u16, so the two slices have the same layout.
-            let dst = &mut *(out as *mut [MaybeUninit<half::bf16>] as *mut [MaybeUninit<u16>]);
             if src.len() > CHUNK {
-                dst.par_chunks_mut(CHUNK)
+                out.par_chunks_mut(CHUNK)
                     .zip(src.par_chunks(CHUNK))
-                    .for_each(|(d, s)| narrow_bf16_dispatch(d, s));
+                    .for_each(|(d, s)| HalfFloat::narrow(d, s));
             } else {
-                narrow_bf16_dispatch(dst, src);
+                HalfFloat::narrow(out, src);
             }
         })
     }
