@@ -543,6 +543,16 @@ fn bench_quick_suite_reports_every_workload_with_a_rate() {
         assert!(ms > Some(0.0) && rate > Some(0.0) && share > Some(0.0), "{r}");
         assert!(r["vlk"]["ms_p10"].as_f64() <= ms && ms <= r["vlk"]["ms_p90"].as_f64(), "{r}");
         assert!(r["flops"].as_f64() > Some(0.0) || r["bytes"].as_f64() > Some(0.0), "{r}");
+        // Byte rows are held against a bandwidth timed beside them: the read rate for the row
+        // that only reads (softmax-xent forward), the copy rate for the others.
+        if r["bytes"].as_f64().is_some() {
+            let (read, copy) = (r["read_gb_per_s_beside"].as_f64(), r["copy_gb_per_s_beside"].as_f64());
+            let xent_forward = r["name"].as_str().is_some_and(|n| n.starts_with("xent_fwd"));
+            assert_eq!((read.is_some(), copy.is_some()), (xent_forward, !xent_forward), "{r}");
+            let beside = read.or(copy).unwrap();
+            let want = 100.0 * r["rate"].as_f64().unwrap() / beside;
+            assert!((share.unwrap() - want).abs() < 1e-6 * want, "{r}");
+        }
     }
     assert!(v["ceiling"]["fma_gflops_all_threads"].as_f64() > Some(0.0), "{v}");
 }

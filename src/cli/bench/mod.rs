@@ -93,9 +93,10 @@ struct Row {
     vlk: Stats,
     /// (implementation, timings) from PyTorch, or why it has none.
     torch: std::result::Result<Vec<(String, Stats)>, String>,
-    /// The copy bandwidth measured beside the row (CPU byte rows), in GB/s: what its GB/s are
-    /// held against instead of the run's opening figure.
-    copy_beside: Option<f64>,
+    /// The copy bandwidth measured beside the row (CPU byte rows; the read bandwidth for rows
+    /// that only read), in GB/s: what its GB/s are held against instead of the run's opening
+    /// figure.
+    bandwidth_beside: Option<f64>,
 }
 
 /// What rates are held against: GFLOP/s and GB/s.
@@ -104,6 +105,8 @@ struct Ceiling {
     /// For bf16 FLOP rows, where the CPU has a bf16 GEMM instruction.
     bf16_gflops: Option<f64>,
     gbps: Option<f64>,
+    /// For rows that only read (the CPU's read probe; on a GPU the copy row stands in).
+    read_gbps: Option<f64>,
     source: Value,
 }
 
@@ -173,6 +176,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 gflops: Some(c.fma_gflops),
                 bf16_gflops: c.bf16.map(|b| b.1),
                 gbps: Some(c.copy_gbps),
+                read_gbps: Some(c.read_gbps),
                 source: c.to_json(),
             }
         }
@@ -180,6 +184,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             gflops: None,
             bf16_gflops: None,
             gbps: None,
+            read_gbps: None,
             source: json!("the suite's copy row (bandwidth); no FLOP ceiling is measured on a GPU"),
         },
     };
@@ -239,6 +244,9 @@ fn describe(device: Device, ceiling: &Ceiling, torch: Option<&Value>) -> String 
     }
     if let (Some(f), Some(b)) = (ceiling.gflops, ceiling.gbps) {
         s += &format!("; ceilings: FMA {f:.0} GFLOP/s, copy {b:.1} GB/s");
+        if let Some(r) = ceiling.read_gbps {
+            s += &format!(", read {r:.1} GB/s");
+        }
         if let Some(h) = ceiling.bf16_gflops {
             s += &format!(", bf16 GEMM {h:.0} GFLOP/s");
         }
@@ -259,11 +267,21 @@ fn bench_one(
     probe: Option<&mut ceilings::CopyProbe>,
 ) -> Result<Row> {
     let mut prepared = w.prepare(device)?;
-    // Byte rows: copies timed before the rounds and after each, for the row's own ceiling; each
-    // the faster of two, since the first also writes back what the workload left in the cache.
-    let mut probe = probe.filter(|_| matches!(prepared.work, Work::Bytes(_)));
-    let mut copy_now = || probe.as_deref_mut().map(|p| p.copy_gbps().max(p.copy_gbps()));
-    let mut copy_gbps: Vec<f64> = copy_now().into_iter().collect();
+    // Byte rows: copies (reads, for rows that only read) timed before the rounds and after each,
+    // for the row's own ceiling; each the faster of two, since the first also writes back what
+    // the workload left in the cache.
+    let reads_only = matches!(prepared.work, Work::ReadBytes(_));
+    let mut probe = probe.filter(|_| matches!(prepared.work, Work::Bytes(_) | Work::ReadBytes(_)));
+    let mut bandwidth_now = || {
+        probe.as_deref_mut().map(|p| {
+            if reads_only {
+                p.read_gbps().max(p.read_gbps())
+            } else {
+                p.copy_gbps().max(p.copy_gbps())
+            }
+        })
+    };
+    let mut beside: Vec<f64> = bandwidth_now().into_iter().collect();
     let run = &mut prepared.run;
     let first = time_once(device, flush, &mut *run)?;
     let repeats = ((args.budget * 1e3 / first.max(1e-3)) as usize).clamp(3, args.repeats.max(3));
@@ -305,7 +323,7 @@ fn bench_one(
                 }
             }
         }
-        copy_gbps.extend(copy_now());
+        beside.extend(bandwidth_now());
     }
     let torch = match torch_err {
         Some(e) => Err(e),
@@ -323,13 +341,13 @@ fn bench_one(
         repeats: vlk_ms.len(),
         vlk: Stats::of(vlk_ms),
         torch,
-        copy_beside: (!copy_gbps.is_empty()).then(|| ceilings::median(copy_gbps)),
+        bandwidth_beside: (!beside.is_empty()).then(|| ceilings::median(beside)),
     })
 }
 
 /// The rate of a run of `ms`: (value, unit, share of the ceiling in %).
-/// `copy_beside` replaces the ceiling's copy bandwidth where measured.
-fn rate(work: Work, dtype: DType, ms: f64, ceiling: &Ceiling, copy_beside: Option<f64>) -> (f64, &'static str, Option<f64>) {
+/// `beside` replaces the ceiling's copy (or read) bandwidth where measured.
+fn rate(work: Work, dtype: DType, ms: f64, ceiling: &Ceiling, beside: Option<f64>) -> (f64, &'static str, Option<f64>) {
     match work {
         Work::Flops(f) => {
             let g = f / ms / 1e6;
@@ -342,7 +360,11 @@ fn rate(work: Work, dtype: DType, ms: f64, ceiling: &Ceiling, copy_beside: Optio
         }
         Work::Bytes(b) => {
             let g = b / ms / 1e6;
-            (g, "GB/s", copy_beside.or(ceiling.gbps).map(|c| 100.0 * g / c))
+            (g, "GB/s", beside.or(ceiling.gbps).map(|c| 100.0 * g / c))
+        }
+        Work::ReadBytes(b) => {
+            let g = b / ms / 1e6;
+            (g, "GB/s", beside.or(ceiling.read_gbps).or(ceiling.gbps).map(|c| 100.0 * g / c))
         }
     }
 }
@@ -353,7 +375,7 @@ fn best_torch(row: &Row) -> Option<&(String, Stats)> {
 }
 
 fn row_text(r: &Row, ceiling: &Ceiling) -> String {
-    let (value, unit, share) = rate(r.work, r.dtype, r.vlk.median, ceiling, r.copy_beside);
+    let (value, unit, share) = rate(r.work, r.dtype, r.vlk.median, ceiling, r.bandwidth_beside);
     let spread = 50.0 * (r.vlk.p90 - r.vlk.p10) / r.vlk.median;
     let share = share.map(|s| format!("{s:.0}%")).unwrap_or_else(|| "-".into());
     let (torch_ms, ratio) = match best_torch(r) {
@@ -395,18 +417,26 @@ fn table(rows: &[Row], ceiling: &Ceiling) -> String {
             ratios.len()
         );
     }
-    out += "spread = half the 10th-90th percentile range, as a share of the median; %ceil = share of the FMA peak (FLOP rows; the bf16 instruction peak for bf16 GEMM) or copy bandwidth (byte rows; on the CPU the median of copies timed before and between the row's rounds)";
+    out += "spread = half the 10th-90th percentile range, as a share of the median; %ceil = share of the FMA peak (FLOP rows; the bf16 instruction peak for bf16 GEMM) or copy bandwidth (byte rows; on the CPU the median of copies timed before and between the row's rounds), or read bandwidth for rows that only read (softmax-xent forward; timed beside the same way)";
     out
 }
 
 fn row_json(r: &Row, device: Device, ceiling: &Ceiling) -> Value {
-    let (value, unit, share) = rate(r.work, r.dtype, r.vlk.median, ceiling, r.copy_beside);
+    let (value, unit, share) = rate(r.work, r.dtype, r.vlk.median, ceiling, r.bandwidth_beside);
     let mut o = json!({"name": r.name, "shape": r.shape, "dtype": r.dtype.to_string(), "device": device.to_string(),
-                       "repeats": r.repeats, "vlk": r.vlk.json(), "rate": value, "unit": unit, "pct_of_ceiling": share,
-                       "copy_gb_per_s_beside": r.copy_beside});
+    "repeats": r.repeats, "vlk": r.vlk.json(), "rate": value, "unit": unit, "pct_of_ceiling": share,
+    });
     match r.work {
         Work::Flops(f) => o["flops"] = json!(f),
-        Work::Bytes(b) => o["bytes"] = json!(b),
+        Work::Bytes(b) => {
+            o["bytes"] = json!(b);
+            o["copy_gb_per_s_beside"] = json!(r.bandwidth_beside);
+        }
+        Work::ReadBytes(b) => {
+            o["bytes"] = json!(b);
+            o["reads_only"] = json!(true);
+            o["read_gb_per_s_beside"] = json!(r.bandwidth_beside);
+        }
     }
     match &r.torch {
         Ok(impls) => {
@@ -415,7 +445,7 @@ fn row_json(r: &Row, device: Device, ceiling: &Ceiling) -> Value {
                 .map(|(n, s)| {
                     let mut v = s.json();
                     v["ratio_vlk_over_torch"] = json!(r.vlk.median / s.median);
-                    v["rate"] = json!(rate(r.work, r.dtype, s.median, ceiling, r.copy_beside).0);
+                    v["rate"] = json!(rate(r.work, r.dtype, s.median, ceiling, r.bandwidth_beside).0);
                     (n.clone(), v)
                 })
                 .collect::<serde_json::Map<_, _>>()

@@ -12,11 +12,14 @@ use vlk::ops::AttentionOptions;
 use vlk::train::clip::{ClipTrainer, TrainConfig};
 use vlk::{DType, DenoiseParams, Device, Prediction, Result, Rng, Tensor};
 
-/// What a workload's rate is measured in, and so which ceiling it is held against.
+/// What a workload's rate is measured in, and so which ceiling it is held against: the FMA
+/// peak, the copy bandwidth (bytes read plus written), or for a row that only reads, the read
+/// bandwidth.
 #[derive(Clone, Copy)]
 pub enum Work {
     Flops(f64),
     Bytes(f64),
+    ReadBytes(f64),
 }
 
 /// A CLIP size: the demo's small model (image 32, patch 8, 4 layers 128 wide, the shapes
@@ -425,8 +428,17 @@ impl Kernel {
             }
             // Forward reads x and writes y; backward reads x and dy and writes dx.
             Kernel::LayerNorm { rows, cols, backward } => Work::Bytes((rows * cols) as f64 * e * if backward { 3.0 } else { 2.0 }),
-            // Forward reads the logits; backward reads them and writes the gradient.
-            Kernel::Xent { rows, classes, backward } => Work::Bytes((rows * classes) as f64 * e * if backward { 2.0 } else { 1.0 }),
+            // Forward only reads the logits; backward reads them and writes the gradient.
+            Kernel::Xent {
+                rows,
+                classes,
+                backward: false,
+            } => Work::ReadBytes((rows * classes) as f64 * e),
+            Kernel::Xent {
+                rows,
+                classes,
+                backward: true,
+            } => Work::Bytes(2.0 * (rows * classes) as f64 * e),
             Kernel::Denoise { n } => Work::Bytes(5.0 * n as f64 * e),
             Kernel::Copy { n } => Work::Bytes(2.0 * n as f64 * e),
         }
