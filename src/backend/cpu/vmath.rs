@@ -62,10 +62,10 @@ impl MulAdd for Separate {
 /// says (`Separate`; the compiler vectorises the lanes), or with AVX2+FMA or AVX-512 intrinsics
 /// (`Avx2Fma`, `Scalef`).
 pub trait Exp16 {
-    /// The running sum of 16 lanes the slice loops keep, as the build's registers hold it (one
-    /// zmm, two ymm; lanes for the baseline). Kept as an [f32; 16] that the intrinsics
-    /// transmuted, LLVM left it on the stack in the AVX2 build: every add went through a store
-    /// and a load.
+    /// The running sum the slice loops keep, as the build's registers hold it: a zmm, a ymm
+    /// (both halves of each block added into it) for AVX2, 16 lanes for the baseline. The AVX2
+    /// build's sum went through the stack (a store and a load every add) while it was an
+    /// [f32; 16] the intrinsics transmuted, and until its exp needed fewer constants.
     type Sum: Copy;
 
     fn zero() -> Self::Sum;
