@@ -5,6 +5,10 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use vlk::models::{Clip, ClipConfig};
 use vlk::{DType, Device, Rng, Tensor};
 
+/// Tensor buffers on 64-byte lines, as in the `vlk` binary.
+#[global_allocator]
+static ALLOC: vlk::backend::cpu::LineAlignedAlloc = vlk::backend::cpu::LineAlignedAlloc;
+
 fn clip_towers(c: &mut Criterion) {
     let clip = Clip::new(ClipConfig::vit_b32(), Device::Cpu, DType::F32, 0).unwrap();
     let mut rng = Rng::new(1);

@@ -7,6 +7,10 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use vlk::ops::AttentionOptions;
 use vlk::{DType, Device, Rng, Tensor};
 
+/// Tensor buffers on 64-byte lines, as in the `vlk` binary.
+#[global_allocator]
+static ALLOC: vlk::backend::cpu::LineAlignedAlloc = vlk::backend::cpu::LineAlignedAlloc;
+
 fn randn(rng: &mut Rng, shape: &[usize]) -> Tensor {
     Tensor::randn(rng, shape, 0.0, 1.0, DType::F32, Device::Cpu).unwrap()
 }

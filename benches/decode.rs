@@ -9,6 +9,10 @@ use vlk::models::{Captioner, CaptionerConfig, ClipVisionConfig, DecoderConfig};
 use vlk::nn::Activation;
 use vlk::{DType, Device, Rng, Tensor};
 
+/// Tensor buffers on 64-byte lines, as in the `vlk` binary.
+#[global_allocator]
+static ALLOC: vlk::backend::cpu::LineAlignedAlloc = vlk::backend::cpu::LineAlignedAlloc;
+
 fn model() -> Captioner {
     let config = CaptionerConfig {
         vision: ClipVisionConfig {

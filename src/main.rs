@@ -2,6 +2,10 @@
 
 mod cli;
 
+/// Tensor buffers on 64-byte lines (see `vlk::backend::cpu::LineAlignedAlloc`).
+#[global_allocator]
+static ALLOC: vlk::backend::cpu::LineAlignedAlloc = vlk::backend::cpu::LineAlignedAlloc;
+
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 

@@ -25,7 +25,7 @@ use crate::{DType, Device, Error, Layout, Result, WithDType};
 use half::{bf16, f16};
 use std::any::Any;
 
-pub use alloc::keep_freed_buffers;
+pub use alloc::{keep_freed_buffers, LineAlignedAlloc};
 
 pub struct CpuBackend;
 
