@@ -27,6 +27,8 @@ import math
 import sys
 import time
 
+WARM_UP_S = 0.3  # seconds of warm-up runs after the first, as vlk bench's WARM_UP_MS
+
 try:
     import torch
     import torch.nn as nn
@@ -209,9 +211,13 @@ class Peer:
             self.setup_clip(w, dt)
         else:
             raise ValueError(f"unknown op {op!r}")
-        for f in self.fns.values():  # warm-up (and compilation)
+        for f in self.fns.values():  # warm-up as vlk's: one run (compiling), then 0.3 s of runs
             f()
-        self.sync()
+            self.sync()
+            start = time.perf_counter()
+            while time.perf_counter() - start < WARM_UP_S:
+                f()
+                self.sync()
         return list(self.fns)
 
     def setup_clip(self, w, dt):

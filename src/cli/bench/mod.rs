@@ -3,8 +3,9 @@
 //! the rate and its share of the machine's ceiling, and with `--vs torch` times the same work in
 //! PyTorch in the same run, interleaved round by round, with the time ratio per row.
 //!
-//! Method: one warm-up run, then `--repeats` timed runs (fewer for slow workloads, so each takes
-//! about `--budget` seconds), split in rounds that alternate vlk and PyTorch. Each run is timed
+//! Method: warm-up runs (one, then more until they add up to 300 ms), then `--repeats` timed
+//! runs (fewer for slow workloads, so each takes about `--budget` seconds), split in rounds that
+//! alternate vlk and PyTorch, 300 ms apart (`ROUND_GAP_MS`). Each run is timed
 //! alone: wall clock on the CPU, CUDA events on a GPU after the L2 is flushed by a 256 MiB write.
 //! CPU ceilings are measured at the start (`vlk ceilings`): FMA peak for FLOP rows (the bf16
 //! instruction's peak for bf16 ones, where the CPU has one), copy bandwidth (bytes read + written)
@@ -257,6 +258,37 @@ fn describe(device: Device, ceiling: &Ceiling, torch: Option<&Value>) -> String 
     s
 }
 
+/// Runs of a workload before its timed ones: one (which may set things up: kernels loaded,
+/// compiled graphs), then more until they add up to `WARM_UP_MS`. A short op's first calls pay for memory the heap has not reached yet (GEMM 512 on the
+/// CPU: 256 page faults, 1.5-4 ms against 1.2, in each of its first 14 calls, until freed
+/// blocks serve its output), which one warm-up run left in the timings. The PyTorch side warms
+/// up the same way (`scripts/torch_bench.py`).
+const WARM_UP_MS: f64 = 300.0;
+
+/// Warms a workload up; returns the last warm-up run's time.
+fn warm_up(device: Device, flush: Option<&Tensor>, run: &mut dyn FnMut() -> Result<()>) -> Result<f64> {
+    time_once(device, flush, &mut *run)?;
+    let (mut spent, mut last) = (0.0, 0.0);
+    while spent < WARM_UP_MS {
+        last = time_once(device, flush, &mut *run)?;
+        spent += last;
+    }
+    Ok(last)
+}
+
+/// The pause before each side's round when PyTorch runs beside vlk. A side's threads keep
+/// spinning for a while after its round (PyTorch's OpenMP workers; vlk's warm worker, 2 ms),
+/// taking a core from the other side's first runs: GEMM 512 right after PyTorch's rounds ran
+/// 2.4-4.9 ms, against 1.2-1.3 alone, which moved the median. With 100 ms between rounds it
+/// still did, with 300 ms one run in fifteen.
+const ROUND_GAP_MS: u64 = 300;
+
+fn quiet_gap(beside_peer: bool) {
+    if beside_peer {
+        std::thread::sleep(std::time::Duration::from_millis(ROUND_GAP_MS));
+    }
+}
+
 /// Times one workload: warm-up, then rounds alternating vlk and (when asked) PyTorch.
 fn bench_one(
     w: &Workload,
@@ -283,8 +315,8 @@ fn bench_one(
     };
     let mut beside: Vec<f64> = bandwidth_now().into_iter().collect();
     let run = &mut prepared.run;
-    let first = time_once(device, flush, &mut *run)?;
-    let repeats = ((args.budget * 1e3 / first.max(1e-3)) as usize).clamp(3, args.repeats.max(3));
+    let last_warm_up = warm_up(device, flush, &mut *run)?;
+    let repeats = ((args.budget * 1e3 / last_warm_up.max(1e-3)) as usize).clamp(3, args.repeats.max(3));
     let rounds = if peer.is_some() { 3.min(repeats) } else { 1 };
     let per_round = repeats.div_ceil(rounds);
     let mut vlk_ms = Vec::new();
@@ -304,10 +336,12 @@ fn bench_one(
         }
     };
     for _ in 0..rounds {
+        quiet_gap(peer.is_some());
         for _ in 0..per_round {
             vlk_ms.push(time_once(device, flush, &mut *run)?);
         }
         if let Some(p) = peer.as_deref_mut() {
+            quiet_gap(true);
             match p.time(per_round) {
                 Ok(samples) => {
                     for (impl_name, s) in samples {
