@@ -259,10 +259,11 @@ fn describe(device: Device, ceiling: &Ceiling, torch: Option<&Value>) -> String 
 }
 
 /// Runs of a workload before its timed ones: one (which may set things up: kernels loaded,
-/// compiled graphs), then more until they add up to `WARM_UP_MS`. A short op's first calls pay for memory the heap has not reached yet (GEMM 512 on the
-/// CPU: 256 page faults, 1.5-4 ms against 1.2, in each of its first 14 calls, until freed
-/// blocks serve its output), which one warm-up run left in the timings. The PyTorch side warms
-/// up the same way (`scripts/torch_bench.py`).
+/// compiled graphs), then more until they add up to `WARM_UP_MS`. A short op's first calls pay
+/// for memory the heap has not reached yet (GEMM 512 on the CPU: 256 page faults, 1.5-4 ms
+/// against 1.2, in each of its first 14 calls, until freed blocks serve its output), which one
+/// warm-up run left in the timings. The PyTorch side warms up the same way
+/// (`scripts/torch_bench.py`).
 const WARM_UP_MS: f64 = 300.0;
 
 /// Warms a workload up; returns the last warm-up run's time.
